@@ -1,0 +1,235 @@
+"""One dataclass for a training run, and the named presets (paper section 4.1 and Table 5).
+
+A run is plain data: every knob of the engine is a field of `RunConfig`, a preset is a set of
+field values, and `--set KEY=VALUE` overrides one field. Variants of the paper (Tables 1 and 4)
+are rows of `VARIANTS`: which loss terms the one training loop switches on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SYNTHETIC_ROOT = REPO_ROOT / "data" / "synthetic"
+
+
+class ConfigError(ValueError):
+    """A bad preset, key, value or path, reported before any training starts."""
+
+
+# --- The variants: which terms of eq. 11/12 (and supplementary C) are switched on ----------
+# target_seg: "none" | "pseudo" (eq. 2 with pseudo-labels) | "gt" (oracle: target labels)
+# cos:        "none" | "dict" (process A -> dictionary, the method) | "current" (w/o dictionary:
+#             this iteration's split source features) | "unsplit" (w/o class-wise split)
+# split:      how process B splits the target: "pseudo" (eq. 7) or "pred" (eq. 8)
+# adversarial: output-space adversarial loss of supplementary C (eq. 14/15)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "source-only": dict(source_seg=True, target_seg="none", cos="none", split="pred", adversarial=False),
+    "oracle": dict(source_seg=False, target_seg="gt", cos="none", split="pred", adversarial=False),
+    "only-ssl": dict(source_seg=True, target_seg="pseudo", cos="none", split="pseudo", adversarial=False),
+    "ssl-adv": dict(source_seg=True, target_seg="pseudo", cos="none", split="pseudo", adversarial=True),
+    "adversarial": dict(source_seg=True, target_seg="none", cos="none", split="pred", adversarial=True),
+    "ours11": dict(source_seg=True, target_seg="none", cos="dict", split="pred", adversarial=False),
+    "ours": dict(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=False),
+    "wo-dict": dict(source_seg=True, target_seg="pseudo", cos="current", split="pseudo", adversarial=False),
+    "wo-split": dict(source_seg=True, target_seg="pseudo", cos="unsplit", split="pseudo", adversarial=False),
+    "with-adv": dict(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=True),
+}
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+@dataclass
+class RunConfig:
+    # --- what is trained ---
+    variant: str = "ours"
+    source: str = "gta5"                 # gta5 | synthia
+    arch: str = "deeplabv2"              # deeplabv2 | fcn8s
+    backbone: str = "resnet101"          # deeplabv2 backbones: resnet18/34/50/101
+    weights: str = "imagenet"            # imagenet | random | /path/to/weights.pth
+    num_classes: int = 19
+
+    # --- data (sizes are (W, H), as in the paper) ---
+    data_root: str = ""                  # folder holding gta5/ synthia/ cityscapes/
+    source_root: str = ""                # default: <data_root>/<source>
+    source_image_dir: str = ""           # CycleGAN-translated source images (same names)
+    target_root: str = ""                # default: <data_root>/cityscapes
+    pseudo_root: str = ""                # pseudo-label folder (variants with target_seg=pseudo)
+    source_model: str = ""               # source-only checkpoint that makes missing pseudo-labels
+    source_size: tuple = (1280, 720)
+    target_size: tuple = (1024, 512)
+    eval_size: tuple = (1024, 512)       # prediction size; labels stay at file resolution
+    eval_max_items: int = 0              # 0 = the whole val split
+    num_workers: int = 2
+
+    # --- optimisation (section 4.1) ---
+    iterations: int = 120000
+    optimizer: str = "sgd"               # sgd (DeepLabV2, poly) | adam (FCN-8s, step)
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    schedule_iterations: int = 250000    # poly horizon of the reference code
+    adam_betas: tuple = (0.9, 0.99)
+    step_size: int = 50000
+    step_gamma: float = 0.1
+
+    # --- the cosine similarity loss (section 3.2, Table 5) ---
+    lambda_cos: float = 0.01
+    t_cos: float = 0.6
+    dict_size: int = 2500
+    reduction: str = "mean"              # see notebooks/06_cosine_loss for why
+    cos_impl: str = "auto"
+    dict_dtype: str = "float32"          # float32 | float16 | bfloat16 storage
+
+    # --- adversarial baseline (supplementary C) ---
+    lambda_adv: float = 0.001
+    d_lr: float = 1e-4
+    d_betas: tuple = (0.9, 0.99)
+
+    # --- the run ---
+    seed: int = 0
+    eval_every: int = 2000
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    precision: str = "auto"              # auto (bf16 on capable GPUs, fp32 on CPU) | fp32 | tf32 | bf16 | fp16
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+    compile: bool = False                # torch.compile(mode="reduce-overhead") of the step (GPU)
+    channels_last: bool = False
+    progress: bool = True
+
+    @property
+    def flags(self) -> dict[str, Any]:
+        return VARIANTS[self.variant]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+FIELD_TYPES = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+# --- Presets ----------------------------------------------------------------------------------
+# Table 5: (T_cos, dict-size, lambda_cos) per task and network.
+TABLE5 = {
+    ("gta5", "deeplabv2"): (0.6, 2500, 0.01),
+    ("gta5", "fcn8s"): (0.4, 2000, 0.001),
+    ("synthia", "deeplabv2"): (0.4, 2500, 0.01),
+    ("synthia", "fcn8s"): (0.2, 2000, 0.001),
+}
+
+_REAL_NETWORKS = {
+    # section 4.1 and REFERENCE.md: DeepLabV2 SGD/poly, FCN-8s Adam/step; supplementary C for D.
+    "deeplabv2": dict(arch="deeplabv2", backbone="resnet101", optimizer="sgd", lr=2.5e-4,
+                      lambda_adv=0.001, d_lr=1e-4),
+    "fcn8s": dict(arch="fcn8s", backbone="vgg16", optimizer="adam", lr=1e-5, weight_decay=0.0,
+                  lambda_adv=0.0001, d_lr=1e-6),
+}
+_REAL_SOURCES = {"gta5": dict(source_size=(1280, 720)), "synthia": dict(source_size=(1280, 760))}
+
+# The synthetic benchmark: DeepLabV2 on ResNet-18 from random weights at 1/8 of the paper's
+# resolution, so a run takes minutes on a 2-core laptop. Learning rate and iterations are
+# set for training from scratch; T_cos / dict-size scaled to the small feature maps.
+SYNTHETIC = dict(
+    source="gta5", arch="deeplabv2", backbone="resnet18", weights="random",
+    data_root=str(SYNTHETIC_ROOT), source_size=(160, 90), target_size=(160, 80),
+    eval_size=(160, 80), iterations=800, optimizer="sgd", lr=0.01, schedule_iterations=800,
+    weight_decay=5e-4, lambda_cos=0.1, t_cos=0.6, dict_size=500, eval_every=200,
+    checkpoint_every=200, num_workers=0, lambda_adv=0.001, d_lr=1e-4, log_every=10,
+)
+
+
+def _preset_table() -> dict[str, dict[str, Any]]:
+    presets: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        presets[f"synthetic-{variant}"] = dict(SYNTHETIC, variant=variant)
+        for source, src_kw in _REAL_SOURCES.items():
+            for net, net_kw in _REAL_NETWORKS.items():
+                t_cos, dict_size, lambda_cos = TABLE5[(source, net)]
+                presets[f"{source}-{net}-{variant}"] = dict(
+                    net_kw, **src_kw, source=source, variant=variant, t_cos=t_cos,
+                    dict_size=dict_size, lambda_cos=lambda_cos)
+    return presets
+
+
+PRESETS = _preset_table()
+
+
+def parse_key(key: str, value: Any = None) -> Any:
+    """Return `value` if `key` is a RunConfig field, else raise a ConfigError naming it."""
+    if key not in FIELD_TYPES:
+        close = [k for k in FIELD_TYPES if k.startswith(key[:3])]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown configuration key {key!r}{hint}; see `python -m cosuda.train --show-config`")
+    return value
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Parse a `--set KEY=VALUE` string into the type of RunConfig.KEY."""
+    parse_key(key)
+    default = getattr(RunConfig(), key)
+    try:
+        if isinstance(default, bool):
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return low in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):
+            parts = text.replace("x", ",").strip("()[] ").split(",")
+            return tuple(type(default[0])(p) for p in parts if p.strip())
+        return text
+    except ValueError:
+        raise ConfigError(f"--set {key}={text}: expected a value of type "
+                          f"{type(default).__name__} (like {default!r})") from None
+
+
+def make_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The preset's RunConfig with `overrides` applied (values already typed, or strings)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; list them with `python -m cosuda.train --list-presets`")
+    values = dict(PRESETS[preset])
+    for key, value in (overrides or {}).items():
+        # strings (from the command line) are parsed to the field's type; typed values pass
+        values[key] = parse_value(key, value) if isinstance(value, str) else parse_key(key, value)
+    cfg = RunConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Checks that need no files: names and ranges. Paths are checked by the engine."""
+    if cfg.variant not in VARIANTS:
+        raise ConfigError(f"variant {cfg.variant!r} unknown; choose one of {', '.join(VARIANTS)}")
+    if cfg.source not in ("gta5", "synthia"):
+        raise ConfigError(f"source {cfg.source!r} unknown; choose gta5 or synthia")
+    if cfg.arch not in ("deeplabv2", "fcn8s"):
+        raise ConfigError(f"arch {cfg.arch!r} unknown; choose deeplabv2 or fcn8s")
+    if cfg.optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"optimizer {cfg.optimizer!r} unknown; choose sgd or adam")
+    if cfg.precision not in ("auto",) + PRECISIONS:
+        raise ConfigError(f"precision {cfg.precision!r} unknown; choose one of auto, {', '.join(PRECISIONS)}")
+    if cfg.reduction not in ("mean", "sum"):
+        raise ConfigError(f"reduction {cfg.reduction!r} unknown; choose mean or sum")
+    if cfg.dict_dtype not in ("float32", "float16", "bfloat16"):
+        raise ConfigError(f"dict_dtype {cfg.dict_dtype!r} unknown; choose float32, float16 or bfloat16")
+    for name in ("iterations", "eval_every", "checkpoint_every", "dict_size"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("source_size", "target_size", "eval_size"):
+        size = getattr(cfg, name)
+        if len(size) != 2 or min(size) <= 0:
+            raise ConfigError(f"{name} must be (W, H) with positive values, got {size}")
+    if not -1.0 <= cfg.t_cos <= 1.0:
+        raise ConfigError(f"t_cos is a cosine similarity threshold in [-1, 1], got {cfg.t_cos}")

@@ -1,0 +1,417 @@
+"""Readers for GTA5, SYNTHIA (RAND-CITYSCAPES) and Cityscapes in their download layouts.
+
+One code path serves the real downloads and the synthetic benchmark (``cosuda.synthetic``),
+which writes exactly the same formats. Every reader is a ``torch.utils.data.Dataset`` whose
+item is a dict::
+
+    image  float32 tensor (3, H, W), RGB in [0, 1]   (normalisation happens inside the model)
+    label  int64 tensor (H, W), trainIds 0..18, 255 = ignore
+    name   the image path relative to the image folder, e.g. "00001.png" or
+           "frankfurt/frankfurt_000000_000294_leftImg8bit.png"
+
+Sizes are ``(W, H)`` like the paper ("1280x720"). ``size`` resizes the image (bicubic) and the
+label (nearest); ``label_size`` resizes the label separately, for evaluation at label resolution.
+
+Image/label pairs are matched when the dataset is built (a missing label is an error) and
+checked again when an item is loaded (unreadable, truncated or wrongly sized files are errors).
+Nothing is skipped silently: a dataset never comes back partial or empty.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+from cosuda import labels
+
+__all__ = [
+    "DatasetError", "MissingFileError", "GTA5", "SYNTHIA", "Cityscapes",
+    "class_frequencies", "domain_statistics",
+]
+
+# Pseudo-labels are stored as trainIds already: the identity map (anything else -> 255).
+_TRAIN_IDENTITY = {t: t for t in range(labels.NUM_CLASSES)}
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is not what the reader expects; the message names the path and the fix."""
+
+
+class MissingFileError(DatasetError, FileNotFoundError):
+    """A root, folder, image, label or list file does not exist (catchable as FileNotFoundError)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Decoding single files
+# ------------------------------------------------------------------------------------------
+
+def _open_png(path: Path) -> Image.Image:
+    """Open and fully decode a file with PIL, so truncation is caught here and not later."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Some libraries flip this global; it makes PIL pad truncated files with black silently.
+        raise DatasetError(
+            f"PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True while reading {path}: truncated files "
+            "would load silently padded. Set it back to False.")
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise MissingFileError(f"file not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's decoders raise all three
+        raise DatasetError(
+            f"cannot decode {path} ({err}); the file is corrupt or truncated: "
+            "download or generate it again") from None
+    return img
+
+
+def read_image(path) -> Image.Image:
+    """An RGB PIL image (W, H) from any file PIL reads."""
+    img = _open_png(Path(path))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def read_id_png(path) -> np.ndarray:
+    """Ids from an 8-bit grey or palette PNG (GTA5 / Cityscapes labelIds, pseudo-labels) -> (H, W).
+
+    A palette PNG stores the ids as palette indices: they are read as such, never as colours.
+    """
+    path = Path(path)
+    img = _open_png(path)
+    if img.mode not in ("P", "L", "I", "I;16"):
+        raise DatasetError(
+            f"{path} is a {img.mode} image, expected a single-channel or palette PNG of label "
+            "ids (a colour-coded label such as *_gtFine_color.png cannot be read as ids)")
+    return np.asarray(img)
+
+
+def read_synthia_label(path) -> np.ndarray:
+    """Raw SYNTHIA class ids (H, W) uint16 from GT/LABELS/*.png.
+
+    The file is a 16-bit multi-channel PNG with the class id in its first stored (red) channel,
+    the instance id in the second. OpenCV returns BGR order, hence channel index 2.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise MissingFileError(f"file not found: {path}") from None
+    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if raw is None:
+        raise DatasetError(
+            f"cannot decode {path}: not a readable PNG (corrupt or truncated); "
+            "download or generate it again")
+    if raw.ndim == 3:
+        if raw.shape[2] < 3:
+            raise DatasetError(f"{path} has {raw.shape[2]} channels, expected 1, 3 or 4")
+        raw = raw[:, :, 2]
+    return raw
+
+
+# ------------------------------------------------------------------------------------------
+# Building the list of pairs
+# ------------------------------------------------------------------------------------------
+
+def _require_dir(path: Path, what: str, fix: str) -> None:
+    if not path.is_dir():
+        raise MissingFileError(f"{what} not found: {path}. {fix}")
+
+
+def _read_list_file(list_file, strip_prefixes: tuple[str, ...]) -> list[str]:
+    """Relative image names from a list file: one per line, blanks and whitespace ignored."""
+    path = Path(list_file)
+    if not path.is_file():
+        raise MissingFileError(f"list file not found: {path}")
+    names = []
+    for line in path.read_text().splitlines():
+        name = line.strip().replace("\\", "/")
+        if not name:
+            continue
+        for prefix in strip_prefixes:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        names.append(name)
+    if not names:
+        raise DatasetError(f"list file {path} names no image: one relative image path per line")
+    return names
+
+
+def _scan(folder: Path, pattern: str) -> list[str]:
+    """Relative paths (forward slashes) of the files under ``folder`` matching ``pattern``, sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.glob(pattern) if p.is_file())
+
+
+class _PairedDataset(torch.utils.data.Dataset):
+    """Image/label file pairs + the decoding, mapping and resizing shared by every reader.
+
+    Subclasses fill ``self.images``, ``self.labels`` and ``self.names`` (same length, same order)
+    and set ``self.mapping`` (raw id -> trainId) and ``self.allow_size_mismatch``.
+    """
+
+    mapping: dict = labels.CITYSCAPES_TO_TRAIN
+    allow_size_mismatch = False   # GTA5 only: see GTA5's docstring
+    label_may_be_smaller = False  # pseudo-labels may be saved at a lower resolution
+
+    def __init__(self, size=None, label_size=None):
+        self.size = _check_size(size, "size")
+        self.label_size = _check_size(label_size, "label_size")
+        self.images: list[Path] = []
+        self.labels: list[Path] = []
+        self.names: list[str] = []
+
+    def _finish(self, root: Path, image_dir: Path, label_of, fix: str) -> None:
+        """Pair every name with its label file; any missing file is an error naming it."""
+        if not self.names:
+            raise DatasetError(f"{type(self).__name__}: no image found under {image_dir}. {fix}")
+        for name in self.names:
+            image, label = image_dir / name, label_of(name)
+            if not image.is_file():
+                raise MissingFileError(
+                    f"{type(self).__name__}: image {image} (listed as {name!r}) does not exist. "
+                    "Check the root, image_dir and list file.")
+            if not label.is_file():
+                raise MissingFileError(
+                    f"{type(self).__name__}: no label for image {image}: expected {label}. {fix}")
+            self.images.append(image)
+            self.labels.append(label)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _read_raw_label(self, path: Path) -> np.ndarray:
+        return read_id_png(path)
+
+    def _pair(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        """The decoded image (PIL RGB) and trainIds (H, W) uint8 at file resolution, checked."""
+        image = read_image(self.images[index])
+        train_ids = labels.to_train_ids(self._read_raw_label(self.labels[index]), self.mapping)
+        label_wh = (train_ids.shape[1], train_ids.shape[0])
+        if image.size != label_wh:
+            if self.allow_size_mismatch:
+                if self.size is None:  # GTA5: bring the image to its label (documented above)
+                    image = image.resize(label_wh, Image.BICUBIC)
+            elif not (self.label_may_be_smaller and _same_aspect(image.size, label_wh)):
+                raise DatasetError(
+                    f"label {self.labels[index]} is {label_wh[0]}x{label_wh[1]} but image "
+                    f"{self.images[index]} is {image.size[0]}x{image.size[1]} (WxH): they must "
+                    "match; re-download or regenerate the pair")
+        return image, train_ids
+
+    def read_label(self, index: int) -> np.ndarray:
+        """The trainIds (H, W) uint8 of item ``index`` at the output label size, image not decoded."""
+        train_ids = labels.to_train_ids(self._read_raw_label(self.labels[index]), self.mapping)
+        target = self.label_size or self.size
+        return _resize_label(train_ids, target) if target else train_ids
+
+    def __getitem__(self, index: int) -> dict:
+        image, train_ids = self._pair(index)
+        if self.size is not None and image.size != self.size:
+            image = image.resize(self.size, Image.BICUBIC)
+        # The label follows the image unless told otherwise (label_size: evaluation resolution).
+        target = self.label_size or self.size or image.size
+        train_ids = _resize_label(train_ids, target)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+        return {
+            "image": pixels.permute(2, 0, 1).float().div_(255.0),
+            "label": torch.from_numpy(train_ids.astype(np.int64)),
+            "name": self.names[index],
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} images, size={self.size}, label_size={self.label_size})"
+
+
+def _check_size(size, what: str):
+    if size is None:
+        return None
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"{what} must be (W, H) with positive integers, got {size}")
+    return size
+
+
+def _same_aspect(a, b, tol: float = 0.02) -> bool:
+    return abs(a[0] / a[1] - b[0] / b[1]) <= tol * a[0] / a[1]
+
+
+def _resize_label(train_ids: np.ndarray, size) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 id map to ``size`` = (W, H): ids are never blended."""
+    if (train_ids.shape[1], train_ids.shape[0]) == tuple(size):
+        return train_ids
+    return np.asarray(Image.fromarray(train_ids).resize(tuple(size), Image.NEAREST))
+
+
+# ------------------------------------------------------------------------------------------
+# The three datasets
+# ------------------------------------------------------------------------------------------
+
+class GTA5(_PairedDataset):
+    """GTA5: ``root/images/00001.png`` + ``root/labels/00001.png`` (palette PNG of Cityscapes labelIds).
+
+    ``image_dir`` replaces ``root/images`` (e.g. the CycleGAN-translated images the paper trains on,
+    stored under the same file names). A handful of real GTA5 images differ in size from their
+    label: with ``size`` both are resized separately, with ``size=None`` the image is resized
+    (bicubic) to the label's size, so image and label always match.
+    """
+
+    mapping = labels.CITYSCAPES_TO_TRAIN
+    allow_size_mismatch = True
+
+    def __init__(self, root, size=None, list_file=None, image_dir=None, label_size=None):
+        super().__init__(size, label_size)
+        self.root = Path(root)
+        fix = "Expected the GTA5 layout root/images/*.png + root/labels/*.png (see data/README.md)."
+        _require_dir(self.root, "GTA5 root", fix)
+        self.image_dir = Path(image_dir) if image_dir is not None else self.root / "images"
+        _require_dir(self.image_dir, "GTA5 image folder", fix)
+        _require_dir(self.root / "labels", "GTA5 label folder", fix)
+        if list_file is not None:
+            self.names = _read_list_file(list_file, ("images/",))
+        else:
+            self.names = _scan(self.image_dir, "*.png")
+        self._finish(self.root, self.image_dir, lambda n: self.root / "labels" / n, fix)
+
+
+class SYNTHIA(_PairedDataset):
+    """SYNTHIA RAND-CITYSCAPES: ``root/RGB/0000000.png`` + ``root/GT/LABELS/0000000.png``.
+
+    Labels are 16-bit multi-channel PNGs (class id in the red channel, read with OpenCV), mapped
+    to the 16 shared classes; terrain, truck and train never occur. ``image_dir`` replaces
+    ``root/RGB``.
+    """
+
+    mapping = labels.SYNTHIA_TO_TRAIN
+
+    def __init__(self, root, size=None, list_file=None, image_dir=None, label_size=None):
+        super().__init__(size, label_size)
+        self.root = Path(root)
+        fix = "Expected the SYNTHIA layout root/RGB/*.png + root/GT/LABELS/*.png (see data/README.md)."
+        _require_dir(self.root, "SYNTHIA root", fix)
+        self.image_dir = Path(image_dir) if image_dir is not None else self.root / "RGB"
+        _require_dir(self.image_dir, "SYNTHIA image folder", fix)
+        _require_dir(self.root / "GT" / "LABELS", "SYNTHIA label folder", fix)
+        if list_file is not None:
+            self.names = _read_list_file(list_file, ("RGB/",))
+        else:
+            self.names = _scan(self.image_dir, "*.png")
+        self._finish(self.root, self.image_dir, lambda n: self.root / "GT" / "LABELS" / n, fix)
+
+    def _read_raw_label(self, path: Path) -> np.ndarray:
+        return read_synthia_label(path)
+
+
+class Cityscapes(_PairedDataset):
+    """Cityscapes: ``root/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` with
+    labels ``root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png`` (8-bit labelIds).
+
+    With ``pseudo_root``, labels come instead from ``pseudo_root/<name>``, the image's own relative
+    name, holding 8-bit trainIds (255 = ignore), as written by ``cosuda.pseudo``. Pseudo-labels
+    may be stored at a lower resolution than the image (same aspect ratio); they are resized by
+    nearest neighbour like any label.
+    """
+
+    def __init__(self, root, split="train", size=None, list_file=None, pseudo_root=None,
+                 label_size=None):
+        super().__init__(size, label_size)
+        self.root = Path(root)
+        self.split = split
+        fix = ("Expected the Cityscapes layout root/leftImg8bit/<split>/<city>/*_leftImg8bit.png + "
+               "root/gtFine/<split>/<city>/*_gtFine_labelIds.png (see data/README.md).")
+        _require_dir(self.root, "Cityscapes root", fix)
+        self.image_dir = self.root / "leftImg8bit" / split
+        _require_dir(self.image_dir, f"Cityscapes {split!r} image folder", fix)
+        if list_file is not None:
+            self.names = _read_list_file(list_file, (f"leftImg8bit/{split}/",))
+        else:
+            self.names = _scan(self.image_dir, "*/*_leftImg8bit.png")
+        for name in self.names:
+            if not name.endswith("_leftImg8bit.png"):
+                raise DatasetError(
+                    f"Cityscapes image name {name!r} does not end with '_leftImg8bit.png'; "
+                    "list files hold paths like frankfurt/frankfurt_000000_000294_leftImg8bit.png")
+        if pseudo_root is None:
+            self.pseudo_root = None
+            self.mapping = labels.CITYSCAPES_TO_TRAIN
+            _require_dir(self.root / "gtFine" / split, f"Cityscapes {split!r} label folder", fix)
+            label_dir = self.root / "gtFine" / split
+
+            def label_of(name):
+                return label_dir / name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+        else:
+            self.pseudo_root = Path(pseudo_root)
+            self.mapping = _TRAIN_IDENTITY
+            self.label_may_be_smaller = True
+            fix = (f"Pseudo-labels are missing under {self.pseudo_root}: generate them for the "
+                   f"{split!r} split with cosuda.pseudo.generate_pseudo_labels(model, "
+                   f"Cityscapes(root, {split!r}), {str(self.pseudo_root)!r}, device) from a "
+                   "trained source-only model (see the pseudo-label notebook).")
+            _require_dir(self.pseudo_root, "pseudo-label folder", fix)
+
+            def label_of(name):
+                return self.pseudo_root / name
+        self._finish(self.root, self.image_dir, label_of, fix)
+
+
+# ------------------------------------------------------------------------------------------
+# Statistics over a dataset (what the dataset notebook plots)
+# ------------------------------------------------------------------------------------------
+
+def _sample_indices(n: int, max_items) -> np.ndarray:
+    """All indices, or ``max_items`` of them spread evenly over the dataset (deterministic)."""
+    if max_items is None or max_items >= n:
+        return np.arange(n)
+    if max_items <= 0:
+        raise ValueError(f"max_items must be positive, got {max_items}")
+    return np.unique(np.linspace(0, n - 1, max_items).round().astype(np.int64))
+
+
+def class_frequencies(dataset, max_items=None) -> np.ndarray:
+    """Pixels per trainId, int64 (NUM_CLASSES,), over ``dataset`` (ignore pixels not counted).
+
+    ``max_items`` items spread evenly over the dataset are used when given. Only labels are
+    decoded when the dataset has ``read_label`` (every reader here).
+    """
+    counts = np.zeros(labels.NUM_CLASSES, dtype=np.int64)
+    for i in _sample_indices(len(dataset), max_items):
+        if hasattr(dataset, "read_label"):
+            ids = dataset.read_label(int(i))
+        else:
+            ids = np.asarray(dataset[int(i)]["label"])
+        counts += np.bincount(ids.reshape(-1).astype(np.int64), minlength=256)[:labels.NUM_CLASSES]
+    return counts
+
+
+def domain_statistics(dataset, max_items=None, bins: int = 32) -> dict:
+    """Colour statistics of a dataset in one pass over images and labels.
+
+    Returns a dict of numpy arrays:
+      ``class_pixels`` int64 (19,): pixels per class;
+      ``class_mean_rgb`` float64 (19, 3): mean RGB in [0, 1] per class, NaN for an absent class;
+      ``channel_hist`` float64 (3, bins): per-channel histogram of all pixels, each row sums to 1.
+    Labels must have the image's resolution (no ``label_size`` on the dataset).
+    """
+    n_cls = labels.NUM_CLASSES
+    pixels = np.zeros(n_cls, dtype=np.int64)
+    sums = np.zeros((n_cls, 3), dtype=np.float64)
+    hist = np.zeros((3, bins), dtype=np.float64)
+    for i in _sample_indices(len(dataset), max_items):
+        item = dataset[int(i)]
+        image = item["image"].numpy().reshape(3, -1)     # (3, H*W)
+        ids = item["label"].numpy().reshape(-1)          # (H*W,)
+        if ids.size != image.shape[1]:
+            raise ValueError("domain_statistics needs labels at the image's resolution "
+                             "(build the dataset without label_size)")
+        keep = ids < n_cls
+        pixels += np.bincount(ids[keep], minlength=n_cls)
+        for c in range(3):
+            sums[:, c] += np.bincount(ids[keep], weights=image[c, keep], minlength=n_cls)
+            hist[c] += np.histogram(image[c], bins=bins, range=(0.0, 1.0))[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_rgb = sums / pixels[:, None]
+    mean_rgb[pixels == 0] = np.nan
+    hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1)
+    return {"class_pixels": pixels, "class_mean_rgb": mean_rgb, "channel_hist": hist}

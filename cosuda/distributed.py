@@ -1,0 +1,82 @@
+"""The few collective operations the engine needs, as no-ops in a single process.
+
+Under `torchrun --nproc_per_node N -m cosuda.train ...` every rank trains on its own
+1 source + 1 target image (DDP averages the gradients); process-A features of all ranks are
+all-gathered so that every rank enqueues the same vectors and holds the same dictionary;
+evaluation and pseudo-labelling are sharded over ranks and their confusion matrices /
+threshold histograms summed. Backend: NCCL on GPUs, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: str) -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE set), else do nothing."""
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In place sum over ranks (confusion matrices, histograms); returns `t`."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate the (n_r, ...) tensors of all ranks in rank order: (sum n_r, ...).
+
+    Ranks may hold different row counts (process A keeps only correctly classified pixels),
+    so rows are padded to the largest count, gathered, and trimmed.
+    """
+    if not is_distributed():
+        return x
+    n = torch.tensor([x.shape[0]], device=x.device)
+    counts = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(counts, n)
+    counts = [int(c.item()) for c in counts]
+    padded = x.new_zeros((max(counts),) + tuple(x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+
+def broadcast_object(obj):
+    """rank 0's Python object on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

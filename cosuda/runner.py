@@ -1,0 +1,296 @@
+"""Batch execution of the notebooks with papermill, and the results tables.
+
+    python -m cosuda.runner main                       # the README's main job (synthetic)
+    python -m cosuda.runner reproduce --seeds 0 1 2    # Table 4-style grid on the synthetic benchmark
+    python -m cosuda.runner table runs/reproduce       # rebuild the table from finished runs
+
+Each job executes one paired notebook with parameters into `<out>/<job>/notebook.ipynb`;
+the notebook's run writes `<out>/<job>/metrics.json`. A failed job is reported with its
+error and the partial output notebook, and the other jobs go on. Jobs run one after the
+other here, one per GPU on a multi-GPU machine (`--executor gpus`), or on a Slurm cluster
+through submitit (`--executor slurm`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+@dataclass
+class Job:
+    """One papermill execution: `notebook` (stem, e.g. "07_adapt") with `parameters`."""
+    name: str
+    notebook: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    name: str
+    ok: bool
+    seconds: float
+    output: Path
+    metrics: dict | None
+    error: str | None = None
+
+
+def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = True) -> JobResult:
+    """Run one job with papermill into out_root/job.name/; never raises for a failing notebook."""
+    import jupytext
+    import papermill
+
+    job_dir = out_root / job.name
+    job_dir.mkdir(parents=True, exist_ok=True)
+    params = dict(job.parameters)
+    params.setdefault("run_dir", str(job_dir))
+    output = job_dir / "notebook.ipynb"
+    source = NOTEBOOKS / f"{job.notebook}.py"
+    start = time.perf_counter()
+    error = None
+    old_env = {}
+    try:
+        for k, v in (env or {}).items():
+            old_env[k] = os.environ.get(k)
+            os.environ[k] = v
+        notebook = jupytext.read(source)
+        papermill.execute_notebook(notebook, str(output), parameters=params, cwd=str(NOTEBOOKS),
+                                   progress_bar=False, kernel_name="python3")
+    except Exception as e:  # PapermillExecutionError carries the failing cell and traceback
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    metrics_path = Path(params["run_dir"]) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    result = JobResult(job.name, error is None, time.perf_counter() - start, output, metrics, error)
+    if progress:
+        status = "ok" if result.ok else f"FAILED ({error}); see {output}"
+        miou = f", mIoU19 {metrics['miou19']:.2f}" if metrics and metrics.get("miou19") is not None else ""
+        print(f"[runner] {job.name}: {status} in {result.seconds:.0f} s{miou}", flush=True)
+    return result
+
+
+def run_jobs(jobs: list[Job], out_root: Path, executor: str = "local", gpus: int | None = None,
+             slurm: dict | None = None) -> list[JobResult]:
+    """Execute `jobs`: sequentially (local), one per visible GPU (gpus), or via submitit (slurm)."""
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    if executor == "local":
+        results = [execute(job, out_root) for job in jobs]
+    elif executor == "gpus":
+        n = gpus or _gpu_count()
+        if n < 1:
+            raise RuntimeError("--executor gpus: no GPU visible (CUDA_VISIBLE_DEVICES / nvidia-smi)")
+        # One worker per GPU; each job pinned to its worker's GPU through CUDA_VISIBLE_DEVICES
+        # in a child process, so runs never share a device.
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            futures = [pool.submit(_execute_in_subprocess, job, out_root, {"CUDA_VISIBLE_DEVICES": str(i % n)})
+                       for i, job in enumerate(jobs)]
+            results = [f.result() for f in futures]
+    elif executor in ("slurm", "submitit-local"):
+        results = _run_submitit(jobs, out_root, executor, slurm or {})
+    else:
+        raise ValueError(f"unknown executor {executor!r}: choose local, gpus, slurm or submitit-local")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"[runner] {len(failed)} of {len(results)} jobs failed: " + ", ".join(r.name for r in failed),
+              file=sys.stderr, flush=True)
+    return results
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+def _execute_in_subprocess(job: Job, out_root: Path, env: dict) -> JobResult:
+    """`execute` in a child Python so that CUDA_VISIBLE_DEVICES applies to the kernel it starts."""
+    spec = json.dumps({"name": job.name, "notebook": job.notebook, "parameters": job.parameters})
+    code = ("import json,sys; from pathlib import Path; from cosuda.runner import Job, execute; "
+            "j=json.loads(sys.argv[1]); r=execute(Job(**j), Path(sys.argv[2])); sys.exit(0 if r.ok else 1)")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, spec, str(out_root)], env={**os.environ, **env})
+    metrics_path = Path(job.parameters.get("run_dir", out_root / job.name)) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    return JobResult(job.name, proc.returncode == 0, time.perf_counter() - start,
+                     out_root / job.name / "notebook.ipynb", metrics,
+                     None if proc.returncode == 0 else f"exit status {proc.returncode}")
+
+
+def _run_submitit(jobs: list[Job], out_root: Path, executor: str, slurm: dict) -> list[JobResult]:
+    """Submit each job as a Slurm job (or submitit's local executor, for tests)."""
+    try:
+        import submitit
+    except ImportError:
+        raise RuntimeError("the slurm executor needs submitit: pip install submitit") from None
+    logs = out_root / "submitit"
+    ex = submitit.LocalExecutor(folder=logs) if executor == "submitit-local" else \
+        submitit.AutoExecutor(folder=logs, cluster="slurm")
+    params = {"timeout_min": 60 * 24, "gpus_per_node": 1, "tasks_per_node": 1, "cpus_per_task": 8}
+    params.update(slurm)
+    if executor == "submitit-local":
+        params = {k: v for k, v in params.items() if k in ("timeout_min",)}
+    ex.update_parameters(**params)
+    handles = [(job, ex.submit(execute, job, out_root, None, False)) for job in jobs]
+    results = []
+    for job, handle in handles:
+        try:
+            results.append(handle.result())
+        except Exception as e:  # the job itself crashed (node failure, time limit)
+            results.append(JobResult(job.name, False, 0.0, out_root / job.name / "notebook.ipynb", None,
+                                     f"{type(e).__name__}: {e}"))
+        r = results[-1]
+        print(f"[runner] {r.name}: {'ok' if r.ok else 'FAILED ' + str(r.error)}", flush=True)
+    return results
+
+
+# --- results tables ------------------------------------------------------------------------
+def collect(out_root: Path) -> dict[str, list[dict]]:
+    """{run name without the seed suffix: [metrics of each seed]} from out_root/*/metrics.json."""
+    runs: dict[str, list[dict]] = {}
+    for path in sorted(Path(out_root).glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        name = path.parent.name.rsplit("-seed", 1)[0]
+        runs.setdefault(name, []).append(metrics)
+    return runs
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+# The paper's numbers beside which the synthetic results are shown (different benchmark!).
+PAPER_ROWS = {  # variant: (DeepLabV2 GTA5->CS mIoU19, Table) from Tables 1 and 4
+    "source-only": (None, ""), "oracle": (None, ""),
+    "only-ssl": (48.65, "Tab. 4"), "ssl-adv": (48.41, "Tab. 4"), "adversarial": (45.1, "Tab. 1"),
+    "ours11": (46.6, "Tab. 1"), "ours": (49.7, "Tab. 2/4"), "wo-dict": (49.33, "Tab. 4"),
+    "wo-split": (48.93, "Tab. 4"), "with-adv": (48.71, "Tab. 4"),
+}
+
+
+def results_table(out_root: Path, metric: str = "miou19") -> str:
+    """Markdown: synthetic mean ± std over seeds (final and best snapshot) beside the paper."""
+    runs = collect(out_root)
+    lines = ["| variant | seeds | synthetic mIoU19, final (mean ± std) | synthetic, best snapshot | "
+             "paper, GTA5→CS DeepLabV2 (real data) |", "|---|---|---|---|---|"]
+    order = list(PAPER_ROWS) + sorted(set(runs) - set(PAPER_ROWS))
+    for name in order:
+        if name not in runs:
+            continue
+        final = mean_std([m.get(metric) for m in runs[name]])
+        best = mean_std([m.get("best", {}).get(metric) for m in runs[name]])
+        seeds = ",".join(str(m.get("seed")) for m in runs[name])
+        paper, table = PAPER_ROWS.get(name, (None, ""))
+        paper_text = f"{paper:.2f} ({table})" if paper is not None else "—"
+        lines.append(f"| {name} | {seeds} | {final[0]:.2f} ± {final[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} "
+                     f"| {paper_text} |")
+    return "\n".join(lines)
+
+
+# --- the pipelines -------------------------------------------------------------------------
+def main_jobs(out_root: Path, iterations: int, seed: int) -> list[Job]:
+    """generate data -> source-only -> pseudo-labels -> adaptation (Ours, eq. 12) -> evaluation."""
+    source_dir = out_root / "source-only"
+    pseudo_dir = out_root / "pseudo_labels"
+    return [
+        Job("datasets", "01_datasets", {}),
+        Job("source-only", "02_source_only", {"iterations": iterations, "seed": seed}),
+        Job("pseudo-labels", "03_pseudo_labels", {"source_run": str(source_dir), "pseudo_root": str(pseudo_dir)}),
+        Job("ours", "07_adapt", {"preset": "synthetic-ours", "iterations": iterations, "seed": seed,
+                                 "pseudo_root": str(pseudo_dir), "compare_with": str(source_dir)}),
+    ]
+
+
+def reproduce_jobs(out_root: Path, variants: list[str], seeds: list[int], iterations: int,
+                   pseudo_root: Path) -> list[Job]:
+    jobs = []
+    for variant in variants:
+        for seed in seeds:
+            jobs.append(Job(f"{variant}-seed{seed}", "07_adapt",
+                            {"preset": f"synthetic-{variant}", "iterations": iterations, "seed": seed,
+                             "pseudo_root": str(pseudo_root)}))
+    return jobs
+
+
+REPRODUCE_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours",
+                      "wo-dict", "wo-split", "with-adv"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cosuda.runner", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_main = sub.add_parser("main", help="the synthetic pipeline end to end")
+    p_main.add_argument("--out", default=str(REPO_ROOT / "runs" / "main"))
+    p_main.add_argument("--iterations", type=int, default=800)
+    p_main.add_argument("--seed", type=int, default=0)
+    p_rep = sub.add_parser("reproduce", help="variants x seeds on the synthetic benchmark")
+    p_rep.add_argument("--out", default=str(REPO_ROOT / "runs" / "reproduce"))
+    p_rep.add_argument("--variants", nargs="+", default=REPRODUCE_VARIANTS)
+    p_rep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p_rep.add_argument("--iterations", type=int, default=800)
+    p_rep.add_argument("--pseudo-root", default="", help="default: made from a source-only run (seed 0)")
+    for p in (p_main, p_rep):
+        p.add_argument("--executor", default="local", choices=["local", "gpus", "slurm", "submitit-local"])
+    p_tab = sub.add_parser("table", help="print the results table of finished runs")
+    p_tab.add_argument("out")
+    args = parser.parse_args(argv)
+
+    if args.command == "table":
+        print(results_table(Path(args.out)))
+        return 0
+    out_root = Path(args.out)
+    start = time.perf_counter()
+    if args.command == "main":
+        results = run_jobs(main_jobs(out_root, args.iterations, args.seed), out_root, "local")
+    else:
+        pseudo_root = Path(args.pseudo_root) if args.pseudo_root else out_root / "pseudo_labels"
+        if not pseudo_root.exists():
+            # the pseudo-labels of every SSL row come from one separately trained source-only model
+            prep = run_jobs([Job("pseudo-source-only", "02_source_only", {"iterations": args.iterations, "seed": 0}),
+                             Job("pseudo-labels", "03_pseudo_labels",
+                                 {"source_run": str(out_root / "pseudo-source-only"),
+                                  "pseudo_root": str(pseudo_root)})], out_root / "_prep", "local")
+            if not all(r.ok for r in prep):
+                return 1
+        results = run_jobs(reproduce_jobs(out_root, args.variants, args.seeds, args.iterations, pseudo_root),
+                           out_root, args.executor)
+    table = results_table(out_root)
+    (out_root / "results.md").write_text(
+        "Synthetic benchmark (not the paper's real data). mIoU19 in %, mean ± std over seeds.\n\n" + table + "\n")
+    from . import plots
+
+    fig = plots.miou_curves(collect(out_root))
+    fig.savefig(out_root / "miou_curves.png", dpi=120, bbox_inches="tight")
+    print(table)
+    print(f"[runner] {sum(r.ok for r in results)}/{len(results)} jobs ok in {time.perf_counter() - start:.0f} s; "
+          f"results in {out_root}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

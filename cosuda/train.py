@@ -1,0 +1,610 @@
+"""The training engine: one loop for every variant, evaluation, checkpoints, resume, and the CLI.
+
+    python -m cosuda.train --list-presets
+    python -m cosuda.train --preset synthetic-ours --out runs/ours [--set KEY=VALUE ...] [--resume]
+    python -m cosuda.train --pseudo-labels-from runs/source-only [--out DIR]
+
+What a step does lives in `cosuda.uda`; this file sets up data, model, optimisers and the
+schedule, and makes runs trustworthy: everything is checked before the first step, progress
+is shown, target val is evaluated every `eval_every` iterations into `metrics.json`, and a
+checkpoint (model, optimisers, schedulers, discriminator, dictionaries, iteration, RNG states,
+history) is written atomically every `checkpoint_every` iterations and when the run is
+interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from . import distributed as dist
+from .config import PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, make_config, parse_value
+from .labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
+
+CHECKPOINT_VERSION = 1
+# Fields that must agree between a checkpoint and the run resuming from it.
+_RESUME_KEYS = ("variant", "arch", "backbone", "num_classes", "source", "dict_size")
+
+
+# --- data ----------------------------------------------------------------------------------
+@dataclass
+class Paths:
+    source: Path
+    target: Path
+    pseudo: Path | None
+
+
+def resolve_paths(cfg: RunConfig) -> Paths:
+    """Find the data folders of a run, generating the synthetic benchmark if it is the default."""
+    data_root = Path(cfg.data_root) if cfg.data_root else None
+    if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve() and not data_root.exists():
+        from .synthetic import generate
+
+        if dist.is_main():
+            print(f"[cosuda] synthetic benchmark not found: generating it under {data_root}", flush=True)
+            generate(data_root, seed=0)
+        dist.barrier()
+    if data_root is not None and not data_root.is_dir():
+        raise ConfigError(f"data_root {data_root} does not exist; point --set data_root=... at the folder "
+                          f"holding gta5/, synthia/ and cityscapes/ (or use --set source_root/target_root)")
+    source = Path(cfg.source_root) if cfg.source_root else (data_root / cfg.source if data_root else None)
+    target = Path(cfg.target_root) if cfg.target_root else (data_root / "cityscapes" if data_root else None)
+    for name, path in (("source_root", source), ("target_root", target)):
+        if path is None:
+            raise ConfigError(f"{name} is not set: give --set data_root=... or --set {name}=...")
+        if not path.is_dir():
+            raise ConfigError(f"{name} {path} does not exist")
+    pseudo = Path(cfg.pseudo_root) if cfg.pseudo_root else None
+    return Paths(source, target, pseudo)
+
+
+class _WithoutLabels(Dataset):
+    """Target images for variants that must not see target labels (eq. 8 / 11 / adversarial)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[i])
+        item.pop("label", None)
+        return item
+
+
+def build_datasets(cfg: RunConfig, paths: Paths):
+    """(source train, target train, target val) for `cfg`; raises naming any missing file."""
+    from .data import GTA5, SYNTHIA, Cityscapes, DatasetError
+
+    image_dir = cfg.source_image_dir or None
+    source_cls = GTA5 if cfg.source == "gta5" else SYNTHIA
+    source = source_cls(paths.source, size=tuple(cfg.source_size), image_dir=image_dir)
+    mode = cfg.flags["target_seg"]
+    if mode == "pseudo":
+        if paths.pseudo is None:
+            raise ConfigError(f"variant {cfg.variant!r} trains on pseudo-labels: set --set pseudo_root=DIR "
+                              "(make them with `python -m cosuda.train --pseudo-labels-from SOURCE_ONLY_RUN_DIR "
+                              "--out DIR`)")
+        try:
+            target = Cityscapes(paths.target, "train", size=tuple(cfg.target_size), pseudo_root=paths.pseudo)
+        except (DatasetError, FileNotFoundError) as e:
+            raise ConfigError(f"pseudo-labels in {paths.pseudo} do not match the target train set ({e}); "
+                              "make them with `python -m cosuda.train --pseudo-labels-from SOURCE_ONLY_RUN_DIR "
+                              f"--out {paths.pseudo}`") from None
+    else:
+        target = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
+        if mode == "none":
+            target = _WithoutLabels(target)
+    val = Cityscapes(paths.target, "val", size=tuple(cfg.eval_size))
+    if cfg.eval_max_items:
+        val = torch.utils.data.Subset(val, range(min(cfg.eval_max_items, len(val))))
+    return source, target, val
+
+
+class StepSampler(Sampler):
+    """Infinite index stream where the index of step i depends only on (seed, salt, i).
+
+    A resumed run restarts the stream at its iteration and sees exactly the images the
+    uninterrupted run would have seen; each rank of a distributed run takes every
+    world_size-th position, so the ranks together walk the same permutations.
+    """
+
+    def __init__(self, n: int, seed: int, salt: int, start_step: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.salt, self.start, self.rank, self.world = n, seed, salt, start_step, rank, world
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.salt * 7919 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[int]:
+        step, epoch, perm = self.start, -1, None
+        while True:
+            position = step * self.world + self.rank
+            if position // self.n != epoch:
+                epoch = position // self.n
+                perm = self._permutation(epoch)
+            yield int(perm[position % self.n])
+            step += 1
+
+
+def make_loader(dataset: Dataset, cfg: RunConfig, salt: int, start_step: int, device: torch.device) -> Iterator:
+    sampler = StepSampler(len(dataset), cfg.seed, salt, start_step, dist.rank(), dist.world_size())
+    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+                        prefetch_factor=4 if cfg.num_workers > 0 else None)
+    return iter(loader)
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.dim() == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+# --- device, precision, optimisers ---------------------------------------------------------
+def resolve_device(cfg: RunConfig) -> torch.device:
+    if cfg.device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank())
+        return torch.device("cpu")
+    return torch.device(cfg.device)
+
+
+def resolve_precision(cfg: RunConfig, device: torch.device) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def autocast_factory(precision: str, device: torch.device):
+    """Mixed precision by autocast: matmuls/convs in bf16/fp16, losses and sums in fp32."""
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device.type, dtype=dtype)
+    return nullcontext
+
+
+def build_optimizer(cfg: RunConfig, model) -> torch.optim.Optimizer:
+    groups = model.param_groups(cfg.lr)
+    if cfg.optimizer == "sgd":  # DeepLabV2: SGD, momentum 0.9, weight decay 5e-4 (section 4.1)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(cfg: RunConfig, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    if cfg.optimizer == "sgd":  # 'poly' policy, power 0.9, over the reference 250k horizon
+        horizon = max(cfg.schedule_iterations, cfg.iterations)
+        rule = lambda it: (1 - min(it, horizon - 1) / horizon) ** cfg.poly_power
+    else:  # FCN-8s: 'step' policy, x0.1 every 50k iterations
+        rule = lambda it: cfg.step_gamma ** (it // cfg.step_size)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, rule)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file and rename: a kill leaves the old file or the new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(obj, (dict, list)) and path.suffix == ".json":
+        tmp.write_text(json.dumps(obj, indent=2))
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_path(run_dir: Path, iteration: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"iter_{iteration:07d}.pt"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((Path(run_dir) / "checkpoints").glob("iter_*.pt"))
+    return found[-1] if found else None
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ConfigError(f"{path} is not a cosuda training checkpoint (version {CHECKPOINT_VERSION})")
+    saved = state["config"]
+    diff = [f"{k}: checkpoint {saved.get(k)!r} vs run {getattr(cfg, k)!r}" for k in _RESUME_KEYS
+            if saved.get(k) != getattr(cfg, k) and not (isinstance(getattr(cfg, k), tuple)
+                                                       and tuple(saved.get(k)) == getattr(cfg, k))]
+    if diff:
+        raise ConfigError(f"checkpoint {path} is incompatible with this run ({'; '.join(diff)})")
+    return state
+
+
+# --- evaluation ----------------------------------------------------------------------------
+def _json_float(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def evaluate_run(model, val: Dataset, device: torch.device, autocast, progress: bool) -> dict:
+    """Target-val mIoU with the field's protocol, sharded over ranks and summed."""
+    from .metrics import evaluate, mean_iou, per_class_iou
+
+    shard = val if dist.world_size() == 1 else torch.utils.data.Subset(
+        val, range(dist.rank(), len(val), dist.world_size()))
+    with autocast():
+        result = evaluate(model, shard, device=device, progress=progress and dist.is_main())
+    conf = torch.as_tensor(result["confusion"], dtype=torch.int64, device=device)
+    conf = dist.all_reduce_sum(conf).cpu().numpy()
+    iou = per_class_iou(conf) * 100
+    return {"confusion": conf, "per_class_iou": iou, "miou19": float(mean_iou(conf) * 100),
+            "miou16": float(mean_iou(conf, SYNTHIA16) * 100), "miou13": float(mean_iou(conf, SYNTHIA13) * 100)}
+
+
+# --- the run -------------------------------------------------------------------------------
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step and write a checkpoint.
+
+    A second Ctrl-C interrupts at once (at most the work since the last checkpoint is lost).
+    """
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def __enter__(self):
+        if torch.multiprocessing.current_process().name != "MainProcess" or \
+                not hasattr(signal, "SIGTERM"):
+            return self
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._old = {}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\n[cosuda] stopping after this step and writing a checkpoint "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
+    """Every check that can fail before training, with no side effect on `run_dir`."""
+    run_dir = Path(run_dir)
+    from .data import DatasetError
+
+    paths = resolve_paths(cfg)
+    try:
+        datasets = build_datasets(cfg, paths)
+    except (DatasetError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from None
+    checkpoint = None
+    if resume:
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+        checkpoint = load_checkpoint(path, cfg)
+    elif latest_checkpoint(run_dir) is not None:
+        raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
+                          "or choose another --out")
+    return {"run_dir": run_dir, "paths": paths, "datasets": datasets, "checkpoint": checkpoint}
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str | None = None) -> dict:
+    """Train `cfg` into `run_dir`; returns the final metrics (also in run_dir/metrics.json)."""
+    from .models import build_model
+    from .uda import UDAStep
+
+    device = resolve_device(cfg)
+    dist.init_from_env(str(device))
+    setup = prepare(cfg, run_dir, resume)
+    run_dir = setup["run_dir"]
+    source_ds, target_ds, val_ds = setup["datasets"]
+    precision = resolve_precision(cfg, device)
+    if precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    elif device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    autocast = autocast_factory(precision, device)
+
+    # Seeds first, so that random initialisation is part of the seeded run.
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights=cfg.weights)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    with torch.no_grad():  # feature widths for the dictionaries, from one tiny forward
+        probe_h, probe_w = 64, 64
+        feature_dims = [f.shape[1] for f in model(torch.zeros(1, 3, probe_h, probe_w, device=device))[0]]
+    net = model
+    if dist.is_distributed():
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        net.upsample = model.upsample  # the step calls model.upsample on whatever it holds
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    discriminator = d_optimizer = None
+    if cfg.flags["adversarial"]:
+        from .adversarial import Discriminator
+
+        discriminator = Discriminator(cfg.num_classes).to(device)
+        if dist.is_distributed():
+            discriminator = torch.nn.parallel.DistributedDataParallel(
+                discriminator, device_ids=[device.index] if device.type == "cuda" else None)
+        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas))
+        d_scheduler = build_scheduler(cfg, d_optimizer)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    step = UDAStep(net, optimizer, cfg.flags, num_classes=cfg.num_classes, t_cos=cfg.t_cos,
+                   lambda_cos=cfg.lambda_cos, dict_size=cfg.dict_size, feature_dims=feature_dims,
+                   reduction=cfg.reduction, cos_impl=cfg.cos_impl, dict_dtype=cfg.dict_dtype,
+                   discriminator=discriminator, d_optimizer=d_optimizer, lambda_adv=cfg.lambda_adv,
+                   autocast=autocast, scaler=scaler, device=device)
+
+    start, history = 0, []
+    if setup["checkpoint"] is not None:
+        state = setup["checkpoint"]
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if discriminator is not None:
+            _unwrap(discriminator).load_state_dict(state["discriminator"])
+            d_optimizer.load_state_dict(state["d_optimizer"])
+            d_scheduler.load_state_dict(state["d_scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step.load_state_dict(state["uda"])
+        _set_rng_state(state["rng"])
+        start, history = state["iteration"], state["history"]
+        if dist.is_main():
+            print(f"[cosuda] resuming {run_dir} at iteration {start}", flush=True)
+
+    if dist.is_main():
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(dict(cfg.to_dict(), preset=preset), indent=2))
+
+    def save(iteration: int) -> None:
+        if not dist.is_main():
+            return
+        state = {
+            "version": CHECKPOINT_VERSION, "iteration": iteration, "config": cfg.to_dict(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "uda": step.state_dict(), "rng": _rng_state(),
+            "history": history, "world_size": dist.world_size(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+        if discriminator is not None:
+            state.update(discriminator=_unwrap(discriminator).state_dict(),
+                         d_optimizer=d_optimizer.state_dict(), d_scheduler=d_scheduler.state_dict())
+        _atomic_save(state, checkpoint_path(run_dir, iteration))
+        old = sorted((run_dir / "checkpoints").glob("iter_*.pt"))[:-max(cfg.keep_checkpoints, 1)]
+        for path in old:
+            path.unlink(missing_ok=True)
+
+    def write_metrics(final: bool) -> dict:
+        last = history[-1] if history else {}
+        best = max(history, key=lambda h: h["miou19"] if h["miou19"] is not None else -1) if history else {}
+        metrics = {
+            "preset": preset, "variant": cfg.variant, "seed": cfg.seed, "finished": final,
+            "iteration": last.get("iteration", 0), "miou19": last.get("miou19"), "miou16": last.get("miou16"),
+            "miou13": last.get("miou13"), "per_class_iou": last.get("per_class_iou"),
+            "class_names": list(CLASS_NAMES),
+            "best": {k: best.get(k) for k in ("iteration", "miou19", "miou16", "miou13")},
+            "history": [{k: h[k] for k in ("iteration", "miou19", "miou16", "miou13")} for h in history],
+            "train": train_stats, "precision": precision, "device": str(device),
+            "world_size": dist.world_size(),
+        }
+        if dist.is_main():
+            _atomic_save(metrics, run_dir / "metrics.json")
+        return metrics
+
+    train_stats = {"iterations_per_second": None, "method_share": None, "last_losses": {}}
+    source_iter = make_loader(source_ds, cfg, 1, start, device) if _needs(cfg, "source") else None
+    target_iter = make_loader(target_ds, cfg, 2, start, device) if _needs(cfg, "target") else None
+    net.train()
+    train_seconds, timed_steps = 0.0, 0
+    bar = None
+    if cfg.progress and dist.is_main():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.iterations, initial=start, desc=f"{preset or cfg.variant}", unit="it",
+                   dynamic_ncols=True)
+    iteration = start
+    metrics = write_metrics(False) if history else None
+    with _StopFlag() as stop:
+        while iteration < cfg.iterations:
+            t0 = time.perf_counter()
+            src = _to_device(next(source_iter), device, cfg.channels_last) if source_iter else None
+            tgt = _to_device(next(target_iter), device, cfg.channels_last) if target_iter else None
+            logs = step(src, tgt)
+            scheduler.step()
+            if discriminator is not None:
+                d_scheduler.step()
+            iteration += 1
+            train_seconds += time.perf_counter() - t0
+            timed_steps += 1
+            train_stats = {"iterations_per_second": round(timed_steps / train_seconds, 3),
+                           "method_share": round(step.method_seconds / train_seconds, 4),
+                           "last_losses": {k: round(v, 5) for k, v in logs.items()}}
+            if bar is not None:
+                bar.update(1)
+                if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
+            if not all(math.isfinite(v) for v in logs.values()):
+                save(iteration)
+                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {logs}; "
+                                         f"checkpoint written to {checkpoint_path(run_dir, iteration)}")
+            if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
+                result = evaluate_run(model, val_ds, device, autocast, progress=False)
+                net.train()
+                history.append({"iteration": iteration, "miou19": _json_float(result["miou19"]),
+                                "miou16": _json_float(result["miou16"]), "miou13": _json_float(result["miou13"]),
+                                "per_class_iou": [_json_float(x) for x in result["per_class_iou"]]})
+                metrics = write_metrics(iteration == cfg.iterations)
+                if bar is not None:
+                    bar.write(f"[{preset or cfg.variant}] iteration {iteration}: mIoU19 {result['miou19']:.2f}")
+            if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
+                save(iteration)
+            if stop.requested:
+                save(iteration)
+                if bar is not None:
+                    bar.close()
+                raise KeyboardInterrupt(f"stopped at iteration {iteration}; resume with --resume")
+    if bar is not None:
+        bar.close()
+    if metrics is None:
+        metrics = write_metrics(True)
+    dist.barrier()
+    return metrics
+
+
+def _needs(cfg: RunConfig, domain: str) -> bool:
+    f = cfg.flags
+    if domain == "source":
+        return f["source_seg"] or f["cos"] != "none" or f["adversarial"]
+    return f["target_seg"] != "none" or f["cos"] != "none" or f["adversarial"]
+
+
+def _unwrap(module):
+    return module.module if hasattr(module, "module") else module
+
+
+# --- pseudo-labels from a finished source-only run -----------------------------------------
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
+    """(model, cfg) of a run, with the weights of its newest checkpoint (or `checkpoint`)."""
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if path is None or not path.is_file():
+        raise ConfigError(f"no checkpoint in {run_dir / 'checkpoints'}: train the run first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = RunConfig(**{k: tuple(v) if isinstance(getattr(RunConfig(), k), tuple) else v
+                       for k, v in state["config"].items() if k in RunConfig.__dataclass_fields__})
+    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights="random")
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
+                       progress: bool = True) -> Path:
+    """Pseudo-labels (supplementary A) for the target train set from a trained run's model."""
+    from .data import Cityscapes
+    from .pseudo import generate_pseudo_labels
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model, cfg = load_run_model(run_dir, dev)
+    paths = resolve_paths(cfg)
+    out = Path(out) if out else (Path(cfg.pseudo_root) if cfg.pseudo_root else Path(run_dir) / "pseudo_labels")
+    dataset = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
+    generate_pseudo_labels(model, dataset, out, device=dev, progress=progress)
+    return out
+
+
+# --- command line --------------------------------------------------------------------------
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        parse_value(key.strip(), value.strip())
+        out[key.strip()] = value.strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cosuda.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list-presets", action="store_true", help="print one preset name per line")
+    parser.add_argument("--preset", help="a name from --list-presets")
+    parser.add_argument("--out", help="run directory (checkpoints/, metrics.json)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration field (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--show-config", action="store_true", help="print the resolved configuration and exit")
+    parser.add_argument("--pseudo-labels-from", metavar="RUN_DIR",
+                        help="write pseudo-labels for the target train set with RUN_DIR's model (to --out "
+                             "or the run's pseudo_root)")
+    args = parser.parse_args(argv)
+    if args.list_presets:
+        print("\n".join(PRESETS))
+        return 0
+    try:
+        if args.pseudo_labels_from:
+            out = make_pseudo_labels(args.pseudo_labels_from, args.out)
+            print(f"pseudo-labels written to {out}")
+            return 0
+        if not args.preset:
+            parser.error("--preset is required (see --list-presets)")
+        cfg = make_config(args.preset, _parse_sets(args.set))
+        if args.show_config:
+            print(cfg.to_json())
+            return 0
+        if not args.out:
+            parser.error("--out RUN_DIR is required")
+        metrics = train(cfg, args.out, resume=args.resume, preset=args.preset)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # bad weights file, unreadable image mid-run: one line, no traceback wall
+        from .models import WeightsNotFoundError
+
+        if not isinstance(e, WeightsNotFoundError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    if dist.is_main():
+        print(json.dumps({k: metrics[k] for k in ("iteration", "miou19", "miou16", "miou13")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

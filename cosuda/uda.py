@@ -1,0 +1,169 @@
+"""One training step of every variant the paper runs (the method file).
+
+Each section below implements one component of the paper and names its equations. Which
+sections run is decided by the variant's flags (`cosuda.config.VARIANTS`), never by copies
+of this code:
+
+    source segmentation      eq. 1            every variant but the oracle
+    target segmentation      eq. 2-4          pseudo-labels (SSL) or target labels (oracle)
+    cosine similarity loss   eq. 6-10, 19-20  process A -> dictionary, process B, L_cos
+    adversarial baseline     eq. 14-15        supplementary C
+    total                    eq. 11 / eq. 12 (+ lambda_adv * L_adv for the adversarial rows)
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed as dist
+from .adversarial import adversarial_loss, discriminator_loss
+from .labels import IGNORE_INDEX
+from .method import FeatureDictionary, cosine_loss, layer_thresholds, process_a, process_b
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class UDAStep:
+    """Holds what persists between steps (the dictionaries) and runs one optimisation step.
+
+    `model` returns `(features_list, logits)` (see docs/design.md); `flags` is a row of
+    `config.VARIANTS`. Batches are dicts with `image` (B, 3, H, W) and `label` (B, H, W).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, flags: dict[str, Any], *,
+                 num_classes: int, t_cos: float, lambda_cos: float, dict_size: int,
+                 feature_dims: list[int], reduction: str = "mean", cos_impl: str = "auto",
+                 dict_dtype: str = "float32", discriminator: nn.Module | None = None,
+                 d_optimizer: torch.optim.Optimizer | None = None, lambda_adv: float = 0.0,
+                 autocast: Callable[[], Any] = nullcontext, scaler=None, device: str | torch.device = "cpu"):
+        self.model, self.optimizer, self.flags = model, optimizer, flags
+        self.num_classes, self.t_cos, self.lambda_cos = num_classes, t_cos, lambda_cos
+        self.reduction, self.cos_impl = reduction, cos_impl
+        self.discriminator, self.d_optimizer, self.lambda_adv = discriminator, d_optimizer, lambda_adv
+        self.autocast, self.scaler = autocast, scaler
+        # One dictionary per feature layer: one for DeepLabV2, three for FCN-8s (suppl. D).
+        self.dictionaries = [
+            FeatureDictionary(num_classes, dict_size, dim, device=device, dtype=_DTYPES[dict_dtype])
+            for dim in feature_dims
+        ] if flags["cos"] == "dict" else []
+        # Supplementary D: T, T+0.1, T+0.2 for fc7, pool4, pool3; just T for one layer.
+        self.thresholds = layer_thresholds(t_cos, len(feature_dims)) if len(feature_dims) > 1 else [t_cos]
+        # Time spent in processes A/B, the dictionary and the cosine loss (forward), for reports.
+        self.method_seconds = 0.0
+
+    # --- the step ---------------------------------------------------------------------------
+    def __call__(self, source: dict | None, target: dict | None) -> dict[str, float]:
+        flags, model = self.flags, self.model
+        needs_source = flags["source_seg"] or flags["cos"] != "none" or flags["adversarial"]
+        needs_target = flags["target_seg"] != "none" or flags["cos"] != "none" or flags["adversarial"]
+        logs: dict[str, float] = {}
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(False)  # the generator step must not train D
+        with self.autocast():
+            total = 0.0
+            if needs_source:
+                xs, ys = source["image"], source["label"]
+                fs, ls = model(xs)
+                Ps = model.upsample(ls, ys.shape[-2:])  # eq. 5
+            if needs_target:
+                xt, yt = target["image"], target.get("label")
+                ft, lt = model(xt)
+                Pt = model.upsample(lt, xt.shape[-2:])
+
+            # --- Source segmentation, eq. 1 -------------------------------------------------
+            if flags["source_seg"]:
+                loss = F.cross_entropy(Ps.float(), ys, ignore_index=IGNORE_INDEX)
+                total = total + loss
+                logs["seg_s"] = loss.item()
+
+            # --- Target segmentation on pseudo-labels (eq. 2-4) or target labels (oracle) ----
+            if flags["target_seg"] != "none":
+                loss = F.cross_entropy(Pt.float(), yt, ignore_index=IGNORE_INDEX)
+                total = total + loss
+                logs["seg_t"] = loss.item()
+
+            # --- Cosine similarity loss, eq. 6-10 (19-20 for FCN-8s's three layers) ---------
+            if flags["cos"] != "none":
+                pseudo = yt if flags["split"] == "pseudo" else None  # eq. 7 vs eq. 8
+                loss = self.cosine_term(fs, ls, ys, ft, lt, pseudo)
+                total = total + self.lambda_cos * loss  # eq. 11 / eq. 12
+                logs["cos"] = loss.item()
+
+            # --- Output-space adversarial loss, eq. 14 (supplementary C) --------------------
+            if flags["adversarial"]:
+                loss = adversarial_loss(self.discriminator(F.softmax(Pt.float(), dim=1)))
+                total = total + self.lambda_adv * loss
+                logs["adv"] = loss.item()
+
+        self._backward_and_step(total, self.optimizer)
+        logs["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
+
+        # --- Discriminator, eq. 15 (on detached predictions) --------------------------------
+        if flags["adversarial"]:
+            self.discriminator.requires_grad_(True)
+            self.d_optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                d_loss = discriminator_loss(self.discriminator(F.softmax(Ps.detach().float(), dim=1)),
+                                            self.discriminator(F.softmax(Pt.detach().float(), dim=1)))
+            self._backward_and_step(d_loss, self.d_optimizer)
+            logs["disc"] = d_loss.item()
+        return logs
+
+    def _backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:  # fp16: scale the loss so small gradients survive
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    # --- processes A and B, the dictionary, L_cos -----------------------------------------
+    def cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
+        """Mean over feature layers of L_cos (eq. 10; eq. 20 for several layers)."""
+        start = time.perf_counter()
+        mode, C = self.flags["cos"], self.num_classes
+        losses = []
+        for layer, (fs, ft) in enumerate(zip(fs_list, ft_list)):
+            threshold = self.thresholds[layer]
+            if mode == "unsplit":
+                # Ablation "w/o class-wise split": all current source vectors against all
+                # target vectors as one class (no processes A/B, no dictionary).
+                src = fs.detach().permute(0, 2, 3, 1).reshape(-1, fs.shape[1])
+                tgt = ft.permute(0, 2, 3, 1).reshape(-1, ft.shape[1])
+                zeros = torch.zeros(tgt.shape[0], dtype=torch.long, device=tgt.device)
+                losses.append(cosine_loss(tgt, zeros, [dist.all_gather_rows(src)], threshold, 1,
+                                          reduction=self.reduction, impl=self.cos_impl))
+                continue
+            with torch.no_grad():  # process A, eq. 6: correctly classified source vectors
+                s_feats, s_classes = process_a(fs.detach(), ls.detach(), ys)
+            # Every rank enqueues every rank's vectors: one dictionary shared by the run.
+            s_feats, s_classes = dist.all_gather_rows(s_feats), dist.all_gather_rows(s_classes)
+            t_feats, t_classes = process_b(ft, lt.detach(), pseudo)  # process B, eq. 7 / 8
+            if mode == "dict":
+                self.dictionaries[layer].enqueue(s_feats, s_classes)  # newest in, oldest out
+                bank = self.dictionaries[layer]
+            else:  # ablation "w/o dictionary": only this iteration's source vectors
+                bank = [s_feats[s_classes == c] for c in range(C)]
+            losses.append(cosine_loss(t_feats, t_classes, bank, threshold, C,
+                                      reduction=self.reduction, impl=self.cos_impl))
+        self.method_seconds += time.perf_counter() - start
+        return torch.stack([l.float() for l in losses]).mean()  # eq. 20: average over layers
+
+    # --- state for checkpoints --------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"dictionaries": [d.state_dict() for d in self.dictionaries]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("dictionaries", [])
+        if len(saved) != len(self.dictionaries):
+            raise ValueError(f"checkpoint holds {len(saved)} feature dictionaries, this run needs "
+                             f"{len(self.dictionaries)}: was it written by another variant or network?")
+        for d, s in zip(self.dictionaries, saved):
+            d.load_state_dict(s)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests (tests/) and every notebook executed headlessly with its
+# small default parameters (nbval). Does all set-up on a fresh machine first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+export MPLBACKEND=Agg PYTHONHASHSEED=0
+.venv/bin/python -m pytest "$@"
