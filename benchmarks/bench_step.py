@@ -1,0 +1,167 @@
+"""Speed of one UDA training step, of evaluation and of pseudo-labelling (run by hand).
+
+    python benchmarks/bench_step.py                # paper scale on a GPU (DeepLabV2-ResNet101)
+    python benchmarks/bench_step.py --cpu-preset   # the synthetic benchmark's CPU preset
+    python benchmarks/bench_step.py --smoke        # tiny, for CI: checks the script still runs
+
+Random weights and random images at the paper's sizes (GTA5 1280x720 source, Cityscapes
+1024x512 target, k = 2048, dictionary 19 x 2500), batch 1 + 1, variant "ours". Two
+configurations are measured in the same process:
+  defaults  fp32 (TF32 off), eval-mode BatchNorm, per-class reference cosine loss, eager;
+  fast      bf16 autocast (GPU) / fp32 (CPU), frozen BN folded into the convs, sorted/grouped
+            cosine loss, channels_last and torch.compile(mode="reduce-overhead") on the model (GPU).
+Reported: s/iter (median), peak memory, FLOPs of a step (torch.utils.flop_counter) and MFU
+against --peak-tflops, the share of the step spent in processes A/B + dictionary + cosine
+loss, evaluation images/s (logits upsampled to 2048x1024), and pseudo-label images/s.
+Results are printed and written to benchmarks/results/bench_step_<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cosuda.config import VARIANTS  # noqa: E402
+from cosuda.models import build_model  # noqa: E402
+from cosuda.uda import UDAStep  # noqa: E402
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _batch(size_wh, num_classes, device, channels_last):
+    w, h = size_wh
+    x = torch.rand(1, 3, h, w, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    # blocky random labels, so that classes form regions as in real label maps
+    y = torch.randint(0, num_classes, (1, 1, max(h // 32, 1), max(w // 32, 1)), device=device).float()
+    y = torch.nn.functional.interpolate(y, size=(h, w), mode="nearest")[:, 0].long()
+    return {"image": x, "label": y}
+
+
+def measure(args, fast: bool, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    precision = "bf16" if fast and device.type == "cuda" else "fp32"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = fast
+    model = build_model(args.arch, backbone=args.backbone, num_classes=19, weights="random",
+                        fold_bn=fast).to(device)
+    channels_last = fast and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        dims = [f.shape[1] for f in model(torch.zeros(1, 3, 64, 64, device=device))[0]]
+    net = model
+    if fast and args.compile and device.type == "cuda":
+        net = torch.compile(model, mode="reduce-overhead")
+        net.upsample = model.upsample
+    opt = torch.optim.SGD(model.param_groups(2.5e-4), lr=2.5e-4, momentum=0.9, weight_decay=5e-4)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else \
+        (lambda: torch.autocast(device.type, enabled=False))
+    step = UDAStep(net, opt, VARIANTS["ours"], num_classes=19, t_cos=0.6, lambda_cos=0.01,
+                   dict_size=args.dict_size, feature_dims=dims, cos_impl="auto" if fast else "reference",
+                   autocast=autocast, device=device)
+    src = _batch(args.source_size, 19, device, channels_last)
+    tgt = _batch(args.target_size, 19, device, channels_last)
+    for _ in range(args.warmup):
+        step(src, tgt)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    step.method_seconds = 0.0
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        step(src, tgt)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    result = {"precision": precision, "fold_bn": fast, "compile": bool(fast and args.compile and device.type == "cuda"),
+              "channels_last": channels_last, "s_per_iter": statistics.median(times),
+              "method_share_forward": step.method_seconds / sum(times)}
+    if device.type == "cuda":
+        result["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    # FLOPs of one eager step (compiled graphs are not visible to the counter)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    eager = UDAStep(model, opt, VARIANTS["ours"], num_classes=19, t_cos=0.6, lambda_cos=0.01,
+                    dict_size=args.dict_size, feature_dims=dims, autocast=autocast, device=device)
+    with FlopCounterMode(display=False) as counter:
+        eager(src, tgt)
+    result["tflop_per_step"] = counter.get_total_flops() / 1e12
+    if args.peak_tflops:
+        result["mfu"] = result["tflop_per_step"] / result["s_per_iter"] / args.peak_tflops
+    return result, model
+
+
+def measure_eval(model, args, device) -> dict:
+    """Images/s of evaluation: predict at target size, upsample logits to 2x (label resolution)."""
+    model.eval()
+    w, h = args.target_size
+    x = torch.rand(1, 3, h, w, device=device)
+    label = torch.randint(0, 19, (2 * h * 2 * w,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else \
+        torch.autocast(device.type, enabled=False)
+    n = max(args.iters, 3)
+    with torch.inference_mode(), autocast:
+        for i in range(n + 2):
+            if i == 2:
+                _sync(device)
+                t0 = time.perf_counter()
+            _, logits = model(x)
+            pred = model.upsample(logits.float(), (2 * h, 2 * w)).argmax(1)
+            conf = torch.bincount(label * 19 + pred.flatten(), minlength=19 * 19)  # confusion matrix
+        _sync(device)
+    per_image = (time.perf_counter() - t0) / n
+    return {"eval_images_per_s": 1 / per_image, "eval_500_images_s": 500 * per_image,
+            "pseudo_label_2975_images_s_estimate": 2 * 2975 * per_image}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="deeplabv2")
+    p.add_argument("--backbone", default="resnet101")
+    p.add_argument("--source-size", type=int, nargs=2, default=(1280, 720))
+    p.add_argument("--target-size", type=int, nargs=2, default=(1024, 512))
+    p.add_argument("--dict-size", type=int, default=2500)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="e.g. 989 for an H100 SXM in bf16 dense")
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--cpu-preset", action="store_true", help="DeepLabV2-ResNet18 at the synthetic sizes")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 iteration (CI)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.cpu_preset or args.smoke:
+        args.backbone, args.source_size, args.target_size, args.dict_size = "resnet18", (160, 90), (160, 80), 500
+    if args.smoke:
+        args.source_size, args.target_size, args.iters, args.warmup, args.dict_size = (64, 36), (64, 32), 1, 1, 50
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "args": vars(args)}
+    report["defaults"], _ = measure(args, fast=False, device=device)
+    report["fast"], model = measure(args, fast=True, device=device)
+    report["speedup"] = report["defaults"]["s_per_iter"] / report["fast"]["s_per_iter"]
+    report.update(measure_eval(model, args, device))
+    print(json.dumps(report, indent=2, default=str))
+    if not args.smoke:
+        out = Path(__file__).resolve().parent / "results" / f"bench_step_{device.type}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

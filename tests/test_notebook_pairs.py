@@ -1,0 +1,46 @@
+"""Every notebook is a jupytext pair whose .py and .ipynb hold the same cells, and every
+notebook can be driven by papermill (one `parameters` cell of plain literals)."""
+import ast
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PY = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_there_are_notebooks():
+    assert PY, "no notebooks found"
+
+
+@pytest.mark.parametrize("py", PY, ids=lambda p: p.stem)
+def test_pair_exists_and_is_in_sync(py):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `jupytext --to ipynb notebooks/{py.name}` and execute it"
+    a, b = _cells(jupytext.read(py)), _cells(jupytext.read(ipynb))
+    assert a == b, (f"{py.name} and {ipynb.name} differ: edit the .py, then "
+                    f"`jupytext --to ipynb --update notebooks/{py.name}` and re-execute")
+
+
+@pytest.mark.parametrize("py", PY, ids=lambda p: p.stem)
+def test_parameters_cell_holds_only_literals(py):
+    nb = jupytext.read(py)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{py.name}: needs exactly one cell tagged 'parameters'"
+    tree = ast.parse(tagged[0].source)
+    for node in tree.body:
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), f"{py.name}: parameters cell has a non-assignment"
+        ast.literal_eval(node.value)  # raises for computed values, which papermill would not recompute
+
+
+@pytest.mark.parametrize("py", PY, ids=lambda p: p.stem)
+def test_stored_notebook_was_executed_in_order(py):
+    nb = jupytext.read(py.with_suffix(".ipynb"))
+    counts = [c.get("execution_count") for c in nb.cells if c.cell_type == "code"]
+    assert all(counts), f"{py.stem}.ipynb has unexecuted cells: re-execute it so readers see its outputs"
+    assert counts == sorted(counts), f"{py.stem}.ipynb was executed out of order"
