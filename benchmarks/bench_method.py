@@ -172,18 +172,23 @@ def measure_thresholds(quick: bool, repeats: int):
 
 # --- loss magnitudes ------------------------------------------------------------------------------
 def magnitudes(feats, classes, bank):
+    """Value and gradient norm of both readings of eq. 10, and lambda_cos times the value."""
     out = {}
     for t in (0.4, 0.6):
-        with torch.no_grad():
-            total = cosine_loss(feats, classes, bank, t, bank.num_classes, "sum").item()
-            mean = cosine_loss(feats, classes, bank, t, bank.num_classes, "mean").item()
-            # fraction of selected pairs, from the sum: sum = (1/C) sum_c sum_sel (1 - M)
-            big = cosine_loss(feats, classes, bank, -2.0, bank.num_classes, "sum").item()
-        out[f"T={t}"] = {"sum": total, "mean": mean, "lambda0.01*sum": 0.01 * total,
-                         "lambda0.01*mean": 0.01 * mean, "lambda0.001*sum": 0.001 * total,
-                         "lambda0.001*mean": 0.001 * mean, "sum_all_pairs(T=-2)": big}
-    pairs = sum(int((classes == c).sum()) * int(bank.counts[c]) for c in range(bank.num_classes))
-    out["pairs_compared"] = pairs
+        row = {}
+        for reduction in ("sum", "mean"):
+            x = feats.clone().requires_grad_(True)
+            loss = cosine_loss(x, classes, bank, t, bank.num_classes, reduction)
+            loss.backward()
+            row[reduction] = loss.item()
+            row[f"{reduction}_grad_norm"] = x.grad.norm().item()
+            for lam in (0.01, 0.001):
+                row[f"{lam}*{reduction}"] = lam * loss.item()
+        with torch.no_grad():  # every pair selected: the largest value the sum can take here
+            row["sum_if_all_selected"] = cosine_loss(feats, classes, bank, -2.0, bank.num_classes, "sum").item()
+        out[f"T={t}"] = row
+    out["pairs_compared"] = sum(int((classes == c).sum()) * int(bank.counts[c]) for c in range(bank.num_classes))
+    out["feature_norm_mean"] = feats.norm(dim=1).mean().item()
     return out
 
 
@@ -243,7 +248,8 @@ def main():
     print(f"ThresholdEstimator.update at {thresholds['image']}: {thresholds['megapixels_per_s']:.1f} "
           f"megapixels/s, state {thresholds['state_bytes'] / 1024:.0f} KiB (constant)")
     for key, m in mags.items():
-        print(f"loss magnitudes {key}: {m}")
+        print(f"loss magnitudes {key}: " + (", ".join(f"{k} {v:.4g}" for k, v in m.items())
+                                           if isinstance(m, dict) else f"{m:.4g}"))
     print(f"written to {out.relative_to(ROOT)}")
 
 

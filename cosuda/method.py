@@ -26,6 +26,10 @@ number of selected pairs (up to ~10^6 per class at paper scale), the mean stays 
 "reference" (plain autograd, one class at a time: the one to read next to eq. 9-10),
 "sorted" (rows sorted by class once, a hand-written backward; the fast path on CPU) and
 "grouped" (one `torch._grouped_mm` over all classes with static shapes; meant for GPUs).
+
+Order within a training step, as in Fig. 2: process A -> enqueue -> process B -> cosine_loss
+-> backward. The "sorted" backward reads the dictionary, so an enqueue between the loss and its
+backward pass is an error (autograd reports the in-place change).
 """
 from __future__ import annotations
 
@@ -352,8 +356,8 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
     _check_class_range(classes, num_classes, "cosine_loss: classes")
     _check_bank(bank, num_classes, feats)
 
-    if feats.shape[0] == 0:
-        return _zero(feats)
+    if feats.shape[0] == 0 or (isinstance(bank, FeatureDictionary) and bank.device is None):
+        return _zero(feats)  # no target vectors, or a dictionary that was never filled
     if impl == "auto":
         impl = "grouped" if feats.is_cuda and grouped_available(feats) else "sorted"
     if impl == "grouped" and not grouped_available(feats):
@@ -362,8 +366,8 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
         impl = "sorted"
     with torch.autocast(feats.device.type, enabled=False):  # the precision of feats decides
         if impl == "reference":
-            return _loss_reference(feats, classes, _class_banks(bank, num_classes, feats.shape[1]), threshold,
-                                   num_classes, reduction)
+            banks = _class_banks(bank, num_classes, feats.shape[1])
+            return _loss_reference(feats, classes, banks, threshold, num_classes, reduction)
         if impl == "sorted":
             banks, inv_norms = _class_banks_normed(bank, num_classes, feats.shape[1], feats.dtype)
             return _SortedCosineLoss.apply(feats, classes, threshold, num_classes, reduction,

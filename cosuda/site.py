@@ -72,6 +72,9 @@ def api_catalog(names=API_MODULES) -> dict[str, dict[str, str]]:
 
 def _code(source: str) -> str:
     # IPython magics and shell escapes are not Python: blank them so `ast` can parse the rest.
+    # A cell magic other than these runs another language (%%bash, %%html...): skip the cell.
+    if source.lstrip().startswith("%%") and not source.lstrip().startswith(("%%time", "%%capture")):
+        return ""
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
@@ -160,8 +163,13 @@ def prepare_notebook(nb, stem: str, catalog: dict[str, dict[str, str]]) -> list[
             cell.metadata.setdefault("mystnb", {})["figure"] = {"caption": caption}
         elif cell.cell_type == "code" and has_figure(cell):
             uncaptioned.append(f"{stem}.ipynb cell {i}")
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
-    api = ", ".join(dict.fromkeys(reference(n, catalog) for n in api_used(code))) or "none"
+    try:
+        used = api_used([c.source for c in nb.cells if c.cell_type == "code"])
+    except SyntaxError as error:
+        raise ValueError(f"notebooks/{stem}.ipynb: a code cell is not Python ({error.msg}, line {error.lineno}: "
+                         f"{(error.text or '').strip()!r}); the site scans code cells for the cosuda API "
+                         f"they use.") from error
+    api = ", ".join(dict.fromkeys(reference(n, catalog) for n in used)) or "none"
     box = nbformat.v4.new_markdown_cell(
         "```{admonition} Source and API\n:class: seealso\n\n"
         f"**Source notebook:** {{download}}`{stem}.py <_source/{stem}.py>` (the reviewed jupytext source; "
@@ -187,11 +195,15 @@ def api_sections(catalog: dict[str, dict[str, str]]) -> str:
     (its value shown when short): notebooks and the landing page link to PALETTE, VARIANTS..."""
     out = "```{eval-rst}\n.. autosummary::\n\n" + "".join(f"   {m}\n" for m in catalog) + "```\n"
     for m, names in catalog.items():
-        data = [n for n, kind in names.items() if kind == "data"]
-        rst = f".. automodule:: {m}\n   :members:\n   :undoc-members:\n   :show-inheritance:\n"
-        if data:
-            rst += f"   :exclude-members: {', '.join(data)}\n"
         module = importlib.import_module(m)
+        data = [n for n, kind in names.items() if kind == "data"]
+        # autodoc documents names that `__all__` re-exports (cosuda.models.FCN8s) a second time;
+        # they are documented once, in the module that defines them.
+        again = [n for n in getattr(module, "__all__", []) if n not in names
+                 and getattr(getattr(module, n), "__module__", None) in catalog]
+        rst = f".. automodule:: {m}\n   :members:\n   :undoc-members:\n   :show-inheritance:\n"
+        if data or again:
+            rst += f"   :exclude-members: {', '.join(data + again)}\n"
         for n in data:
             short = len(repr(getattr(module, n))) <= 80
             rst += f"\n.. autodata:: {m}.{n}\n" + ("" if short else "   :no-value:\n")
@@ -201,19 +213,21 @@ def api_sections(catalog: dict[str, dict[str, str]]) -> str:
 
 def stage(repo: Path, src: Path) -> list[str]:
     """Writes the Sphinx source tree into `src`: docs/site, the API sections, and every
-    notebooks/*.ipynb with its .py pair. Returns the figure cells without a caption. Unchanged
-    files are not rewritten, so Sphinx rebuilds only the pages that changed."""
+    notebooks/*.ipynb with its .py pair. Returns the figure cells without a caption."""
     site, nbdir = repo / "docs" / "site", repo / "notebooks"
     if not (site / "conf.py").is_file():
         raise FileNotFoundError(f"{site / 'conf.py'} is missing: build from a cosuda checkout (--repo).")
     catalog = api_catalog()
     notebooks = sorted(nbdir.glob("*.ipynb"))
     stems = {p.stem for p in notebooks}
-    files, uncaptioned = {}, []  # path relative to src -> text
+    files, uncaptioned = {}, []  # path relative to src -> bytes
     for f in sorted(site.rglob("*")):
         if f.is_file() and "__pycache__" not in f.parts:
             files[f.relative_to(site)] = f.read_bytes()
-    files[Path("index.md")] = link_existing(files[Path("index.md")].decode(), stems).encode()
+    index = link_existing(files[Path("index.md")].decode(), stems)
+    if not stems:  # a fresh checkout may have no notebook yet; an empty toctree glob is a warning
+        index = index.replace("\nnotebooks/*\n", "\n")
+    files[Path("index.md")] = index.encode()
     files[Path("api.md")] = files[Path("api.md")].decode().replace(API_MARKER, api_sections(catalog)).encode()
     for nb_path in notebooks:
         py = nb_path.with_suffix(".py")
@@ -225,40 +239,28 @@ def stage(repo: Path, src: Path) -> list[str]:
         files[Path("notebooks", nb_path.name)] = nbformat.writes(nb).encode()
         for f in (py, nb_path):  # the originals, offered for download on the page
             files[Path("notebooks", "_source", f.name)] = f.read_bytes()
+    shutil.rmtree(src, ignore_errors=True)  # a notebook deleted since the last build must not linger
     for rel, data in files.items():
-        path = src / rel
-        if not path.is_file() or path.read_bytes() != data:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-    for path in list(src.rglob("*")):  # a notebook deleted since the last build must not linger
-        if path.is_file() and path.relative_to(src) not in files:
-            path.unlink()
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
     return uncaptioned
 
 
 def build(out: Path, repo: Path = REPO_ROOT, work: Path | None = None) -> float:
-    """Stages the sources under `work` and runs sphinx-build into `out`. Returns the seconds taken.
-
-    Any Sphinx warning fails the build, except reST formatting slips inside docstrings: those
-    are listed (the text still renders) so that one docstring cannot take the course offline."""
+    """Stages the sources under `work` and runs sphinx-build into `out`, from scratch (-E), with
+    every Sphinx warning an error. Returns the seconds taken."""
     start = time.perf_counter()
     work = work or repo / "build" / "site"
-    uncaptioned = stage(repo, work / "src")
-    for cell in uncaptioned:
+    for cell in stage(repo, work / "src"):
         print(f"[site] figure without a caption (add a `# Figure: ...` line to the cell): {cell}")
-    log = work / "warnings.txt"
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", "-w", str(log), "-d", str(work / "doctrees"),
-           str(work / "src"), str(out)]
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", "-W", "--keep-going",
+           "-d", str(work / "doctrees"), str(work / "src"), str(out)]
     # Sphinx imports the package the same way this process did, wherever it runs from.
     package_root = str(Path(importlib.import_module("cosuda").__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    failed = subprocess.run(cmd, env=env, stderr=subprocess.DEVNULL).returncode
-    warnings = [w for w in log.read_text().splitlines() if re.search(r"(WARNING|ERROR|CRITICAL|SEVERE):", w)]
-    fatal = [w for w in warnings if "docstring of " not in w]
-    for w in warnings:
-        print(f"[site] {'' if w in fatal else '(docstring, not fatal) '}{w}")
-    if failed or fatal:
-        raise RuntimeError(f"[site] the build failed: {len(fatal)} warning(s) above. Sources staged in {work / 'src'}.")
+    if subprocess.run(cmd, env=env).returncode:
+        raise RuntimeError(f"[site] sphinx-build failed: each warning above is an error; fix it in the file it "
+                           f"names (notebooks and pages are staged in {work / 'src'}).")
     return time.perf_counter() - start
 
 

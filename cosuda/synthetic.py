@@ -155,9 +155,9 @@ _REAL_COLOURS = dict(_GAME_COLOURS, **{
     "window": [(46, 50, 56), (72, 72, 72)],
     "wall": [(160, 150, 130), (122, 118, 110)], "fence": [(100, 96, 86), (120, 124, 120)],
     "pole": [(124, 124, 118), (90, 94, 96)],
-    "vegetation": [(82, 100, 40), (96, 112, 56), (62, 82, 36)],
+    "vegetation": [(66, 116, 40), (86, 126, 56), (54, 96, 36)],
     "terrain": [(136, 130, 86), (116, 126, 72)],
-    "sky_top": [(186, 196, 206)], "sky_bottom": [(218, 222, 226)],
+    "sky_top": [(128, 162, 206)], "sky_bottom": [(196, 210, 226)],
     "clothes": [(40, 40, 46), (70, 70, 82), (112, 90, 70), (30, 40, 70), (150, 150, 150), (120, 30, 30)],
     "car": [(30, 30, 30), (200, 200, 200), (120, 120, 126), (60, 70, 90), (150, 30, 30), (222, 222, 216)],
     "truck": [(190, 190, 186), (80, 80, 86)], "bus": [(220, 220, 210), (180, 40, 40)],
@@ -176,7 +176,7 @@ _GAME_LOOK = dict(saturation=1.15, white_balance=(1.04, 1.0, 0.94), gamma=1.0, c
                   exposure=1.0, blur=0.0, noise=0.004, vignette=0.0, shadow=0.55, jitter=10.0)
 _SYNTHIA_LOOK = dict(_GAME_LOOK, saturation=1.05, white_balance=(1.0, 1.0, 1.02), shadow=0.7,
                      contrast=1.0, noise=0.0)
-_REAL_LOOK = dict(saturation=0.62, white_balance=(0.95, 1.0, 1.03), gamma=1.2, contrast=0.88,
+_REAL_LOOK = dict(saturation=0.75, white_balance=(0.96, 1.0, 1.02), gamma=1.15, contrast=0.88,
                   exposure=0.95, blur=0.8, noise=0.022, vignette=0.3, shadow=0.88, jitter=14.0)
 
 
@@ -195,6 +195,7 @@ class Domain:
     look: dict
     ground_code: int = TERRAIN    # what lies beyond the sidewalks
     ego_hood: float = 0.0        # height of the ego-vehicle hood as a fraction of H
+    overcast: float = 0.0        # share of overcast days: greyer sky, no hard shadows
     codes: np.ndarray = dataclasses.field(default_factory=lambda: CODE_TO_LABELID)
 
 
@@ -223,10 +224,10 @@ def make_domain(name: str, gap: float = 1.0) -> Domain:
     """The domain ``"gta5"``, ``"synthia"`` or ``"cityscapes"`` (target look blended by ``gap``)."""
     if name == "gta5":
         return Domain("gta5", (0.42, 0.52), (1.3, 1.9), 0.75, (4.0, 9.0), _GTA5_COUNTS,
-                      _GAME_COLOURS, _GAME_TEXTURE, _GAME_LOOK)
+                      _GAME_COLOURS, _GAME_TEXTURE, _GAME_LOOK, overcast=0.3)
     if name == "synthia":
         return Domain("synthia", (0.12, 0.32), (4.0, 9.0), 0.6, (5.0, 12.0), _SYNTHIA_COUNTS,
-                      _SYNTHIA_COLOURS, _GAME_TEXTURE, _SYNTHIA_LOOK, ground_code=SIDEWALK,
+                      _SYNTHIA_COLOURS, _GAME_TEXTURE, _SYNTHIA_LOOK, ground_code=SIDEWALK, overcast=0.2,
                       codes=CODE_TO_SYNTHIA)
     if name == "cityscapes":
         texture = {k: _blend(_GAME_TEXTURE.get(k, _GAME_TEXTURE["default"]), v, gap)
@@ -536,8 +537,11 @@ def render_scene(domain: Domain, size, rng) -> tuple[np.ndarray, np.ndarray, np.
     paint = _Painter(domain, cam, canvas, rng)
     rates = domain.counts
 
-    # Sky: a vertical gradient.
+    # Sky: a vertical gradient, greyer on overcast days (the sources' weather varies too).
     top, bottom = np.asarray(paint.colour("sky_top")), np.asarray(paint.colour("sky_bottom"))
+    overcast = rng.random() < domain.overcast
+    if overcast:
+        top, bottom = top + 0.6 * (top.mean() - top), bottom + 0.6 * (bottom.mean() - bottom)
     for v in range(int(math.ceil(horizon)) + 1):
         t = v / max(horizon, 1.0)
         canvas.line([(0, v), (w, v)], 1, SKY, top + t * (bottom - top))
@@ -678,7 +682,8 @@ def render_scene(domain: Domain, size, rng) -> tuple[np.ndarray, np.ndarray, np.
         canvas.ellipse((-0.3 * w, top_v, 1.3 * w, h + 2 * (h - top_v)), EGO, paint.colour("ego"))
 
     codes = np.asarray(canvas.label)
-    image = _finish_look(np.asarray(canvas.rgb), codes, np.asarray(canvas.shade), domain, rng)
+    shade = np.zeros_like(codes) if overcast else np.asarray(canvas.shade)
+    image = _finish_look(np.asarray(canvas.rgb), codes, shade, domain, rng)
     instances = np.asarray(canvas.inst) if canvas.inst is not None else np.zeros_like(codes)
     return image, codes, instances
 
@@ -705,7 +710,7 @@ def _finish_look(rgb, codes, shade, domain: Domain, rng) -> np.ndarray:
     img *= (1.0 - (1.0 - look["shadow"]) * (shade.astype(np.float32) / 255.0))[..., None]
     img *= look["exposure"] * rng.uniform(0.85, 1.15)
     lum = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    img = lum[..., None] + look["saturation"] * (img - lum[..., None])
+    img = lum[..., None] + look["saturation"] * rng.uniform(0.8, 1.2) * (img - lum[..., None])
     img *= np.asarray(look["white_balance"], dtype=np.float32) * rng.uniform(0.97, 1.03, 3).astype(np.float32)
     img = np.clip(img, 0.0, 1.0) ** look["gamma"]
     img = 0.5 + look["contrast"] * (img - 0.5)

@@ -130,6 +130,9 @@ class StepSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.salt * 7919 + epoch)
         return torch.randperm(self.n, generator=g)
 
+    def __len__(self) -> int:  # endless; DataLoader asks for a length anyway
+        return sys.maxsize
+
     def __iter__(self) -> Iterator[int]:
         step, epoch, perm = self.start, -1, None
         while True:

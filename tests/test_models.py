@@ -12,7 +12,7 @@ from torch import nn
 from cosuda.models import (DeepLabV2, FCN8s, FrozenBatchNorm2d, FrozenBNConv2d, Normalize,
                            WeightsNotFoundError, available_backbones, build_model, fold_frozen_bn)
 from cosuda.models.fcn8s import bilinear_kernel, linear_to_conv
-from cosuda.models.weights import imagenet_url_and_path
+from cosuda.models.weights import imagenet_state_dict, imagenet_url_and_path
 
 torch.set_num_threads(2)
 
@@ -47,14 +47,14 @@ def fcn():
 @pytest.mark.parametrize("backbone,k", [("resnet18", 512), ("resnet101", 2048)])
 def test_deeplab_output_stride_8_and_feature_dims(backbone, k, resnet101):
     model = resnet101 if backbone == "resnet101" else DeepLabV2(backbone, num_classes=19).eval()
-    x = torch.rand(2, 3, 45, 67)
+    x = torch.rand(1, 3, 33, 50)
     with torch.no_grad():
         features, logits = model(x)
-    h, w = math.ceil(45 / 8), math.ceil(67 / 8)
+    h, w = math.ceil(33 / 8), math.ceil(50 / 8)
     assert len(features) == len(model.feature_names) == 1
-    assert features[0].shape == (2, k, h, w)
-    assert logits.shape == (2, 19, h, w)
-    assert model.upsample(logits, (45, 67)).shape == (2, 19, 45, 67)
+    assert features[0].shape == (1, k, h, w)
+    assert logits.shape == (1, 19, h, w)
+    assert model.upsample(logits, (33, 50)).shape == (1, 19, 33, 50)
 
 
 def test_resnet_dilations_follow_deeplab():
@@ -114,18 +114,24 @@ def test_fcn8s_three_taps_and_full_resolution_logits(fcn, size):
 
 def test_fcn8s_logits_respond_to_all_three_layers(fcn):
     """With the score layers set, the logits change when any of fc7 / pool4 / pool3 scores change."""
-    model = copy.deepcopy(fcn)
+    scores = (fcn.score_fr, fcn.score_pool4, fcn.score_pool3)
+    assert all(torch.all(s.weight == 0) for s in scores)  # FCN's net-surgery init
     torch.manual_seed(1)
     x = torch.rand(1, 3, 40, 40)
-    with torch.no_grad():
-        for s in (model.score_fr, model.score_pool4, model.score_pool3):
-            s.weight.normal_(std=1.0)
-        base = model(x)[1]
-        for s in (model.score_fr, model.score_pool4, model.score_pool3):
-            saved = s.weight.clone()
-            s.weight.zero_()
-            assert not torch.allclose(model(x)[1], base), s
-            s.weight.copy_(saved)
+    try:
+        with torch.no_grad():
+            for s in scores:
+                s.weight.normal_(std=1.0)
+            base = fcn(x)[1]
+            for s in scores:
+                saved = s.weight.clone()
+                s.weight.zero_()
+                assert not torch.allclose(fcn(x)[1], base), s
+                s.weight.copy_(saved)
+    finally:
+        with torch.no_grad():
+            for s in scores:
+                s.weight.zero_()
 
 
 def test_bilinear_transposed_conv_matches_bilinear_interpolation():
@@ -148,20 +154,20 @@ def test_linear_to_conv_keeps_torchvision_flatten_order():
     assert torch.allclose(conv_out.flatten(1), linear(torch.flatten(pool5, 1)), atol=1e-5)
 
 
-def test_fcn8s_loads_torchvision_vgg16_file(fcn, tmp_path):
-    model = copy.deepcopy(fcn)
-    features = {f"features.{k}": torch.randn_like(v) for k, v in model.features.state_dict().items()}
-    fc6 = torch.randn(4096, 512 * 7 * 7) * 0.01
+def test_fcn8s_loads_torchvision_vgg16_state_dict(fcn):
+    features = {f"features.{k}": 0.5 * v for k, v in fcn.features.state_dict().items()}
+    fc6 = torch.randn(4096, 1) + torch.randn(1, 512 * 7 * 7)  # cheap to make, all entries distinct
     state = {**features, "classifier.0.weight": fc6, "classifier.0.bias": torch.randn(4096),
              "classifier.3.weight": torch.randn(4096, 4096), "classifier.3.bias": torch.randn(4096),
              "classifier.6.weight": torch.randn(1000, 4096), "classifier.6.bias": torch.randn(1000)}
-    model.load_backbone_state_dict(state)
-    assert torch.equal(model.features[0].weight, state["features.0.weight"])
-    assert torch.equal(model.fc6.weight.flatten(1), fc6)
-    assert torch.equal(model.fc7.weight[:, :, 0, 0], state["classifier.3.weight"])
+    fcn.load_backbone_state_dict(state)
+    assert torch.equal(fcn.features[0].weight, state["features.0.weight"])
+    assert torch.equal(fcn.fc6.weight.flatten(1), fc6)
+    assert torch.equal(fcn.fc7.weight[:, :, 0, 0], state["classifier.3.weight"])
+    assert torch.equal(fcn.fc7.bias, state["classifier.3.bias"])
     del state["classifier.3.bias"]
     with pytest.raises(ValueError, match="classifier.3.bias"):
-        model.load_backbone_state_dict(state)
+        fcn.load_backbone_state_dict(state)
 
 
 # ---------------------------------------------------------------- param groups
@@ -174,9 +180,8 @@ def test_deeplab_param_groups(resnet101):
     trainable = {id(p) for p in resnet101.parameters() if p.requires_grad}
     assert set(ids) == trainable
     assert {id(p) for p in resnet101.classifier.parameters()} == {id(p) for p in groups[1]["params"]}
-    bn_params = {id(p) for m in resnet101.modules() if isinstance(m, FrozenBatchNorm2d)
-                 for p in m.parameters()}
-    assert bn_params and not bn_params & set(ids)
+    bns = [m for m in resnet101.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(bns) == 104 and not any(list(m.parameters()) for m in bns)  # γ, β are buffers
     torch.optim.SGD(groups, lr=2.5e-4, momentum=0.9)  # the optimiser accepts them
 
 
@@ -187,8 +192,11 @@ def test_fcn_param_groups(fcn):
 
 
 # ---------------------------------------------------------------- frozen / folded BN
+# 4 -> 6 channels, 3x3: 36 weights per output channel. A 5x5 input (stride 2, 2 x 2 x 2 = 8
+# output pixels) takes the apply-to-output path, 11x13 (60 pixels) the folded-weight path.
+@pytest.mark.parametrize("size", [(11, 13), (5, 5)])
 @pytest.mark.parametrize("conv_bias", [False, True])
-def test_folded_bn_equals_conv_plus_eval_bn_outputs_and_grads(conv_bias):
+def test_folded_bn_equals_conv_plus_eval_bn_outputs_and_grads(conv_bias, size):
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, bias=conv_bias)
     bn = randomise_bn(nn.BatchNorm2d(6)).eval()
@@ -196,7 +204,7 @@ def test_folded_bn_equals_conv_plus_eval_bn_outputs_and_grads(conv_bias):
     folded = fold_frozen_bn(copy.deepcopy(reference))
     assert isinstance(folded[0], FrozenBNConv2d)
 
-    x1 = torch.randn(2, 4, 11, 13, requires_grad=True)
+    x1 = torch.randn(2, 4, *size, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_(True)
     y_ref, y_fold = reference(x1), folded(x2)
     assert torch.allclose(y_ref, y_fold, atol=1e-5)
@@ -209,18 +217,38 @@ def test_folded_bn_equals_conv_plus_eval_bn_outputs_and_grads(conv_bias):
         assert torch.allclose(reference[0].bias.grad, folded[0].bias.grad, atol=1e-4)
 
 
-def test_frozen_bn_stays_frozen_in_train_mode():
-    model = randomise_bn(DeepLabV2("resnet18", num_classes=3, fold_bn=False))
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_frozen_bn_stays_frozen_in_train_mode(fold_bn):
+    model = DeepLabV2("resnet18", num_classes=3, fold_bn=fold_bn)
+    randomise_bn(model)
     before = copy.deepcopy(model.backbone.state_dict())
-    model.train()
+    model.train().requires_grad_(True)
     assert model.training and model.classifier.training
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(isinstance(m, FrozenBatchNorm2d) and not m.training for m in bns)
-    assert all(not p.requires_grad for m in bns for p in m.parameters())
-    _, logits = model(torch.rand(2, 3, 32, 32))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    bns = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(bns) == 20 and not any(m.training or list(m.parameters()) for m in bns)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
+    _, logits = model(torch.rand(1, 3, 24, 24))
     logits.sum().backward()
+    optimizer.step()
     after = model.backbone.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), "a BN buffer changed"
+    frozen = [k for k in before if k.rsplit(".", 2)[-2].startswith("bn") or ".downsample.1." in k]
+    assert len(frozen) == 20 * 5
+    assert all(torch.equal(before[k], after[k]) for k in frozen), "a frozen BN value changed"
+    assert not torch.equal(before["conv1.weight"], after["conv1.weight"])  # the convs do train
+
+
+def test_folded_model_survives_deepcopy_and_dtype_change():
+    model = randomise_bn(DeepLabV2("resnet18", num_classes=3)).eval()
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        expected = model(x)[1]
+        twin = copy.deepcopy(model)
+        twin.backbone.bn1.running_var.mul_(4.0)  # the twin's convs must read the twin's BNs
+        assert torch.equal(model(x)[1], expected)
+        assert not torch.allclose(twin(x)[1], expected, atol=1e-4)
+        double = model.double()
+        assert torch.allclose(double(x.double())[1], expected.double(), atol=1e-4)
 
 
 def test_folded_backbone_matches_unfolded_outputs_and_grads():
@@ -230,7 +258,7 @@ def test_folded_backbone_matches_unfolded_outputs_and_grads():
     folded.load_state_dict(plain.state_dict())  # same keys in both variants
     assert any(isinstance(m, FrozenBNConv2d) for m in folded.modules())
     assert not any(isinstance(m, FrozenBNConv2d) for m in plain.modules())
-    x = torch.rand(1, 3, 40, 48)
+    x = torch.rand(1, 3, 24, 32)
     outs = []
     for model in (plain, folded):
         features, logits = model(x)
@@ -246,18 +274,22 @@ def test_fold_refuses_bn_without_conv_before_it():
         fold_frozen_bn(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)))
 
 
-def test_bf16_autocast_on_cpu_runs_in_bf16():
-    model = DeepLabV2("resnet18", num_classes=3).train()
+@pytest.mark.parametrize("fold_bn", [True, False])
+def test_bf16_autocast_on_cpu_runs_in_bf16(fold_bn):
+    model = DeepLabV2("resnet18", num_classes=3, fold_bn=fold_bn).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        features, logits = model(torch.rand(1, 3, 32, 40))
+        features, logits = model(torch.rand(1, 3, 16, 24))
     assert features[0].dtype == torch.bfloat16 and logits.dtype == torch.bfloat16
     logits.float().sum().backward()
     assert model.backbone.conv1.weight.grad.dtype == torch.float32
     conv = fold_frozen_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert conv(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16
-    conv = conv.to(torch.bfloat16)  # a bf16 model: fp32 buffers must not promote anything
-    assert conv(torch.rand(1, 3, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    for size in (8, 4):  # 36 vs 4 output pixels for 27 weights: folded / applied to the output
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv(torch.rand(1, 3, size, size)).dtype == torch.bfloat16
+    conv[0].to(torch.bfloat16)  # bf16 conv, fp32 BN buffers: they must not promote anything
+    assert conv[1].running_var.dtype == torch.float32
+    for size in (8, 4):
+        assert conv(torch.rand(1, 3, size, size, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 # ---------------------------------------------------------------- weights
@@ -334,12 +366,13 @@ def test_imagenet_weights_offline_error_names_url_and_path(monkeypatch, tmp_path
     assert url == "https://download.pytorch.org/models/resnet101-63fe2227.pth"
     assert path == os.path.join(str(tmp_path), "torch_home", "hub", "checkpoints", "resnet101-63fe2227.pth")
     with pytest.raises(WeightsNotFoundError) as err:
-        build_model("deeplabv2", "resnet101", weights="imagenet")
+        imagenet_state_dict("resnet101")
     message = str(err.value)
     assert url in message and path in message
     assert "weights='/path/to/file.pth'" in message and "weights='random'" in message
-    with pytest.raises(WeightsNotFoundError, match="vgg16-397923af.pth"):
-        build_model("fcn8s", weights="imagenet")
+    with pytest.raises(WeightsNotFoundError, match=r"checkpoints.resnet18-f37072fd\.pth"):
+        build_model("deeplabv2", "resnet18", weights="imagenet")  # the same through the model
+    assert imagenet_url_and_path("vgg16")[0].endswith("/vgg16-397923af.pth")
 
 
 def test_imagenet_weights_come_from_torch_cache(monkeypatch, tmp_path):

@@ -10,7 +10,10 @@ y = scale * x + shift with
 so conv followed by frozen BN is one convolution with weight W * scale and bias
 shift + scale * b. ``FrozenBNConv2d`` computes exactly that *on the fly*: W stays the
 trained parameter (its gradient is the one of conv + BN, by the chain rule) and no BN kernel
-ever touches the activations, which saves a read and a write of every feature map.
+touches the activations, which saves a read and a write of every feature map (and a kernel
+launch per layer on a GPU). Where a feature map is smaller than the weight (deep layers on
+the tiny CPU preset) rescaling the weight costs more than the BN it saves, so there the
+affine map is applied to the output instead -- same numbers, cheaper.
 
 The BN modules stay where torchvision put them (as ``FrozenBatchNorm2d``, an identity once
 folded), so state_dict keys (``bn1.weight``, ``bn1.running_mean`` ...) are unchanged: torchvision
@@ -20,51 +23,60 @@ interchangeable.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-class FrozenBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that always runs in eval mode and never trains.
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine: y = scale * x + shift, per channel.
 
-    γ, β are parameters with ``requires_grad=False`` and ``.train()`` cannot switch batch
-    statistics on, so running stats are never updated. Once a ``FrozenBNConv2d`` has taken
-    it over (``folded=True``) its forward is the identity. Input/output (B, C, H, W).
+    γ (``weight``), β (``bias``), ``running_mean``, ``running_var`` are all *buffers*: nothing
+    here is a parameter, so no optimiser, ``requires_grad_(True)`` or ``.train()`` can change
+    them, and forward never uses batch statistics. Same state_dict keys as ``nn.BatchNorm2d``.
+    Deliberately not an ``nn.BatchNorm2d`` subclass, so that code acting on every BatchNorm
+    (``nn.SyncBatchNorm.convert_sync_batchnorm``) leaves it alone. Once a ``FrozenBNConv2d`` has
+    taken it over (``folded=True``) its forward is the identity. Input/output (B, C, H, W).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, **kw):
-        super().__init__(num_features, eps=eps, momentum=momentum, **kw)
-        self.weight.requires_grad_(False)
-        self.bias.requires_grad_(False)
-        self.folded = False
-        super().train(False)
+    def __init__(self, num_features: int, eps: float = 1e-5, **unused):  # torchvision's norm_layer(C)
+        super().__init__()
+        self.num_features, self.eps, self.folded = num_features, eps, False
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.training = False
 
     @classmethod
     def from_bn(cls, bn: nn.BatchNorm2d) -> "FrozenBatchNorm2d":
-        """A frozen copy of ``bn`` sharing its parameter and buffer tensors."""
-        frozen = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum,
-                     device=bn.running_mean.device, dtype=bn.running_mean.dtype)
-        frozen.load_state_dict(bn.state_dict())
+        """A frozen copy of ``bn`` (its eval-mode behaviour, same device and dtype)."""
+        if not (bn.affine and bn.track_running_stats):
+            raise ValueError(f"cannot freeze {bn}: it needs affine=True and running statistics")
+        frozen = cls(bn.num_features, eps=bn.eps).to(bn.running_mean.device, bn.running_mean.dtype)
+        frozen.load_state_dict({k: v.detach() for k, v in bn.state_dict().items()})
         return frozen
 
     def train(self, mode: bool = True):
-        return super().train(False)  # frozen: never batch statistics
+        return super().train(False)  # frozen: always behaves as in eval mode
 
     def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift), each (C,): the affine map this BN applies in eval mode."""
+        """(scale, shift), each (C,): the affine map this frozen BN applies."""
         scale = self.weight / torch.sqrt(self.running_var + self.eps)
         return scale, self.bias - self.running_mean * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.folded:
             return x  # the conv before this BN has already applied scale and shift
-        return super().forward(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, momentum=0.0, eps=self.eps)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", folded into the conv before" if self.folded else "")
+        return f"{self.num_features}, eps={self.eps}" + (", folded into the conv before" if self.folded else "")
 
 
 class FrozenBNConv2d(nn.Conv2d):
-    """Conv2d that applies the frozen BN after it by rescaling its own weight.
+    """Conv2d that applies the frozen BN after it by rescaling its own weight (see module doc).
 
     Holds the same ``weight``/``bias`` Parameter objects as the conv it replaces and reads
     γ, β, mean, var from ``frozen_bn`` at every call (so ``.to()``, ``load_state_dict`` on
@@ -85,10 +97,17 @@ class FrozenBNConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale, shift = self.frozen_bn.scale_shift()
+        # Folding costs work proportional to the weight, applying BN to the output work
+        # proportional to the activation: fold unless the map has fewer pixels than one output
+        # channel has weights (deep layers on tiny CPU inputs). Both give the same numbers.
+        pixels = x.shape[0] * (x.shape[-2] // self.stride[0]) * (x.shape[-1] // self.stride[1])
+        if pixels < self.weight.shape[1:].numel():
+            y = self._conv_forward(x, self.weight, self.bias)
+            return torch.addcmul(shift.to(y.dtype)[:, None, None], y, scale.to(y.dtype)[:, None, None])
         # Fold in the parameter's dtype so fp32 BN buffers never promote a bf16/fp16 conv;
         # under autocast the conv then casts weight and bias to its compute dtype itself.
         scale, shift = scale.to(self.weight.dtype), shift.to(self.weight.dtype)
-        weight = self.weight * scale.view(-1, 1, 1, 1)
+        weight = self.weight * scale[:, None, None, None]
         bias = shift if self.bias is None else shift + scale * self.bias
         return self._conv_forward(x, weight, bias)
 
@@ -100,7 +119,7 @@ def freeze_bn(module: nn.Module) -> nn.Module:
     """Replace every ``nn.BatchNorm2d`` inside ``module`` by a ``FrozenBatchNorm2d`` (in place)."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.BatchNorm2d) and not isinstance(child, FrozenBatchNorm2d):
+            if isinstance(child, nn.BatchNorm2d):
                 setattr(parent, name, FrozenBatchNorm2d.from_bn(child))
     return module
 

@@ -1,8 +1,11 @@
 """Sphinx configuration of the course site. Built by `bash scripts/site.sh` (cosuda/site.py
 stages this folder with the notebooks under build/site/src): run it rather than sphinx-build."""
 import importlib
+import re
 import shutil
 from pathlib import Path
+
+from sphinx.pycode import ModuleAnalyzer
 
 project = "cosuda"
 html_title = "cosuda course"
@@ -35,14 +38,10 @@ autosummary_generate = False
 nitpicky = True
 nitpick_ignore_regex = [(r"py:.*", r"(?!cosuda\.).*")]
 
-
-def _quiet_in_api(app, domain, node):
-    # In the API page itself, a signature naming a cosuda class its module keeps private
-    # (not in __all__) just stays unlinked; links from the lessons and the map must resolve.
-    return node.get("refdoc") == "api" or None
-
 html_theme = "sphinx_book_theme"
 html_static_path = ["_static"]
+html_css_files = ["cosuda.css"]
+html_copy_source = False  # the pages link their notebooks (.py and .ipynb) already: no third copy
 html_favicon = "_static/favicon.svg"  # else browsers ask for /favicon.ico and log a 404
 html_context = {"default_mode": "auto"}  # else the theme logs "invalid theme mode" on a first visit
 html_theme_options = {
@@ -65,14 +64,37 @@ def _copy_mathjax(app, exception):
 
 
 def _drop_type_docstring(app, what, name, obj, options, lines):
-    # For data without a doc comment autodoc falls back to the docstring of the value's type
-    # (dict, Path, ...), which says nothing about the constant.
-    type_doc = (type(obj).__doc__ or "").strip()
-    if what == "data" and lines and type_doc and lines[0].strip() == type_doc.splitlines()[0].strip():
-        lines.clear()
+    # Data without a doc comment (`#:` or a string after it) would show the docstring of its
+    # value's type (dict, ndarray, ...), which says nothing about the constant.
+    if what == "data":
+        module, attr = name.rsplit(".", 1)
+        if ("", attr) not in ModuleAnalyzer.for_module(module).find_attr_docs():
+            lines.clear()
+
+
+def _plain_text_docstring(app, what, name, obj, options, lines):
+    # The docstrings are plain text (aligned columns, formulas with `*` and `|`), not reST.
+    # Shown like help() shows them: the summary paragraph as text, with the characters reST
+    # would take for markup escaped outside `code` spans, and the rest verbatim.
+    cut = lines.index("") if "" in lines else len(lines)
+    for i in range(cut):
+        parts = re.split(r"(``.*?``|`[^`]*`)", lines[i])
+        parts[::2] = [re.sub(r"(\w)_(?=[\s.,:;!?)\]}'\"/-]|$)", r"\1\\_", re.sub(r"([*|])", r"\\\1", p))
+                      for p in parts[::2]]
+        lines[i] = "".join(parts)
+    body = "\n".join(lines[cut:]).strip("\n").splitlines()
+    lines[cut:] = ["", ".. code-block:: text", "   :class: docstring", ""] + ["   " + line for line in body] + [""] \
+        if body else []
+
+
+def _quiet_in_api(app, domain, node):
+    # In the API page itself, a signature naming a cosuda class its module keeps private
+    # (not in __all__) just stays unlinked; links from the lessons and the map must resolve.
+    return node.get("refdoc") == "api" or None
 
 
 def setup(app):
     app.connect("build-finished", _copy_mathjax)
     app.connect("warn-missing-reference", _quiet_in_api)
     app.connect("autodoc-process-docstring", _drop_type_docstring)
+    app.connect("autodoc-process-docstring", _plain_text_docstring)
