@@ -368,13 +368,9 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
         if impl == "reference":
             banks = _class_banks(bank, num_classes, feats.shape[1])
             return _loss_reference(feats, classes, banks, threshold, num_classes, reduction)
-        if impl == "sorted":
-            banks, inv_norms = _class_banks_normed(bank, num_classes, feats.shape[1], feats.dtype)
-            return _SortedCosineLoss.apply(feats, classes, threshold, num_classes, reduction,
-                                           len(banks), *banks, *inv_norms)
-        bank_hat, valid = _padded_unit_bank(bank, num_classes, feats.shape[1], feats.dtype)
-        return _GroupedCosineLoss.apply(feats, classes, bank_hat, valid, threshold, num_classes,
-                                        reduction)
+        padded, inv_norms, valid = _padded_bank(bank, num_classes, feats.shape[1], feats.dtype)
+        return _CosineLoss.apply(feats, classes, padded, inv_norms, valid, threshold, num_classes,
+                                 reduction, impl == "grouped")
 
 
 def _zero(feats: torch.Tensor) -> torch.Tensor:
@@ -462,100 +458,7 @@ def _class_weights(loss_c, count_c, num_classes, reduction):
     return (loss_c * weight).sum(), weight
 
 
-# --- "sorted": rows sorted by class, one matrix product per class, hand-written backward --------
-def _class_banks_normed(bank: Bank, num_classes: int, k: int, dtype: torch.dtype):
-    """(D^c in `dtype`, 1/||D^c_j|| float32) per class; the dictionary already keeps the norms."""
-    if isinstance(bank, FeatureDictionary):
-        n = bank.counts.tolist()
-        banks = [bank.buffer[c, :n[c]].to(dtype) for c in range(num_classes)]
-        return banks, [bank.inv_norms[c, :n[c]] for c in range(num_classes)]
-    banks = [d.to(dtype) for d in _class_banks(bank, num_classes, k)]
-    inv = [1.0 / torch.linalg.vector_norm(d, dim=1, dtype=torch.float32).clamp_min(EPS) for d in banks]
-    return banks, inv
-
-
-class _SortedCosineLoss(torch.autograd.Function):
-    """Eq. 9-10 with the rows of T sorted by class, so that T^c is a contiguous block.
-
-    Forward, per class: M = T_unit^c @ D^c.T scaled by 1/||D^c_j|| (eq. 9); then in place
-    relu(M - T_cos), whose sum gives sum_selected (1 - M) = n_selected (1 - T_cos) - sum relu(M - T_cos),
-    and whose sign is the selection mask. Only that mask (divided by ||D^c_j||) is kept: no
-    other (N_c, n_c) tensor is allocated.
-    Backward: dL/dT_unit^c = -w_c * mask @ D^c, then the backward of the row normalisation.
-    """
-
-    @staticmethod
-    def forward(ctx, feats, classes, threshold, num_classes, reduction, n_banks, *banks_and_norms):
-        banks, inv_norms = banks_and_norms[:n_banks], banks_and_norms[n_banks:]
-        order = torch.argsort(classes)
-        rows_per_class = torch.bincount(classes, minlength=num_classes)
-        bank_sizes = torch.tensor([d.shape[0] for d in banks], device=rows_per_class.device)
-        n_rows, n_bank = torch.stack([rows_per_class, bank_sizes]).tolist()  # the one host sync
-        unit, inv_norm, not_tiny = _unit_rows(feats.detach().index_select(0, order))
-        t_used = _as_subtracted(threshold, unit.dtype)
-
-        neg_t = torch.tensor(-threshold, dtype=unit.dtype, device=unit.device)
-        masks, excess, count, start = {}, [], [], 0
-        for c in range(num_classes):
-            rows = slice(start, start + n_rows[c])
-            start += n_rows[c]
-            if n_rows[c] == 0 or n_bank[c] == 0:
-                continue
-            m = unit[rows] @ banks[c].T                      # (N_c, n_c) unit targets . raw D^c
-            inv = inv_norms[c].to(m.dtype)
-            torch.addcmul(neg_t, m, inv, out=m)              # M^c - T_cos, M^c as in eq. 9
-            m.clamp_(min=0.0)                                # relu(M - T_cos): > 0 exactly where selected
-            excess.append(m.sum(dtype=torch.float32))
-            m.sign_()                                        # 1[M^c > T_cos]
-            count.append(m.sum(dtype=torch.float32))
-            masks[c] = m.mul_(inv)                           # mask / ||D^c_j||, kept for the backward
-        kept = list(masks)
-        count_c = torch.zeros(num_classes, dtype=torch.float64, device=feats.device)
-        excess_c = torch.zeros_like(count_c)
-        if kept:
-            count_c[kept] = torch.stack(count).double()
-            excess_c[kept] = torch.stack(excess).double()
-        loss_c = count_c * (1.0 - t_used) - excess_c         # sum_selected (1 - M) per class
-        loss, weight = _class_weights(loss_c, count_c, num_classes, reduction)
-
-        ctx.kept, ctx.n_rows, ctx.n_inputs_after = kept, n_rows, len(banks_and_norms)
-        ctx.save_for_backward(unit, inv_norm, not_tiny, order, weight.float(),
-                              *[masks[c] for c in kept], *[banks[c] for c in kept])
-        return loss.float()
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        unit, inv_norm, not_tiny, order, weight, *rest = ctx.saved_tensors
-        masks = dict(zip(ctx.kept, rest[:len(ctx.kept)]))
-        banks = dict(zip(ctx.kept, rest[len(ctx.kept):]))
-        grad_unit, start = torch.empty_like(unit), 0
-        for c, n in enumerate(ctx.n_rows):
-            block = grad_unit[start:start + n]
-            start += n
-            if c in masks:
-                torch.mm(masks[c], banks[c], out=block)      # sum_j 1[M_ij > T] D_j / ||D_j||
-            else:
-                block.zero_()                                # nothing selected: no gradient
-        # dL/dM = -w_c on the selected elements; folded into the normalisation's row scale
-        per_row = torch.repeat_interleave(-grad_loss * weight, torch.tensor(ctx.n_rows, device=unit.device),
-                                          output_size=unit.shape[0])
-        grad_sorted = _unit_rows_backward(grad_unit, unit, inv_norm * per_row, not_tiny)
-        grad_feats = torch.empty_like(grad_sorted).index_copy_(0, order, grad_sorted)
-        return (grad_feats, None, None, None, None, None) + (None,) * ctx.n_inputs_after
-
-
-def _unit_rows_backward(grad_unit, unit, row_scale, not_tiny):
-    """Backward of x -> x / max(||x||, EPS): (g - u (u . g)) / ||x|| (g / EPS for tiny rows),
-    each row times row_scale / (1 / ||x||), i.e. row_scale carries 1 / max(||x||, EPS) and any
-    per-row factor of the upstream gradient."""
-    g, u = grad_unit.float(), unit.float()  # grad_unit is a temporary: overwritten when float32
-    along = torch.linalg.vecdot(u, g, dim=1) * not_tiny      # component along u (absent when clamped)
-    g.addcmul_(u, along[:, None], value=-1.0)
-    g.mul_(row_scale[:, None])
-    return g.to(grad_unit.dtype)
-
-
-# --- "grouped": one grouped matrix product over all classes (static shapes) ---------------------
+# --- "sorted" and "grouped": all classes at once, hand-written backward --------------------------
 def grouped_available(feats: torch.Tensor) -> bool:
     """Whether impl="grouped" can run for these target vectors on this torch build."""
     if not hasattr(torch, "_grouped_mm") or feats.shape[1] * feats.element_size() % 16:
@@ -567,65 +470,115 @@ def grouped_available(feats: torch.Tensor) -> bool:
     return False
 
 
-def _padded_unit_bank(bank: Bank, num_classes: int, k: int, dtype: torch.dtype):
-    """All D^c as unit vectors in one (C, S, k) tensor and the (C, S) mask of real vectors.
-
-    S is the largest bank (the dictionary size) rounded up to a multiple of 8, so that rows of
-    the (N, S) selection mask stay 16-byte aligned; padding and empty slots are zero vectors.
-    """
+def _padded_bank(bank: Bank, num_classes: int, k: int, dtype: torch.dtype):
+    """Every D^c in one (C, S, k) tensor of `dtype`, with (C, S) float32 1/||D^c_j|| (0 for empty
+    slots) and the (C, S) mask of real vectors. A dictionary already is this (its ring buffer);
+    a list is padded with zero rows to S = its largest n_c rounded up to a multiple of 8."""
     if isinstance(bank, FeatureDictionary):
-        banks = [bank.buffer[c] for c in range(num_classes)]
-        inv, valid = list(bank.inv_norms), list(bank.valid_mask())  # empty slots: inv norm 0
-    else:
-        banks, inv = _class_banks_normed(bank, num_classes, k, dtype)
-        valid = [torch.ones(d.shape[0], dtype=torch.bool, device=d.device) for d in banks]
+        return bank.buffer.to(dtype), bank.inv_norms, bank.valid_mask()
+    banks = [d.detach().reshape(-1, k) for d in bank]
     size = max(8, -(-max(d.shape[0] for d in banks) // 8) * 8)
     device = next((d.device for d in banks if d.numel()), banks[0].device)
-    unit = torch.zeros(num_classes, size, k, dtype=dtype, device=device)
-    is_valid = torch.zeros(num_classes, size, dtype=torch.bool, device=device)
-    for c in range(num_classes):
-        n = banks[c].shape[0]
-        unit[c, :n] = banks[c] * inv[c][:, None]  # scaled in float32, rounded once to dtype
-        is_valid[c, :n] = valid[c]
-    return unit, is_valid
+    padded = torch.zeros(num_classes, size, k, dtype=dtype, device=device)
+    inv_norms = torch.zeros(num_classes, size, dtype=torch.float32, device=device)
+    valid = torch.zeros(num_classes, size, dtype=torch.bool, device=device)
+    for c, d in enumerate(banks):
+        n = d.shape[0]
+        padded[c, :n] = d
+        inv_norms[c, :n] = 1.0 / torch.linalg.vector_norm(d, dim=1, dtype=torch.float32).clamp_min(EPS)
+        valid[c, :n] = True
+    return padded, inv_norms, valid
 
 
-class _GroupedCosineLoss(torch.autograd.Function):
-    """Eq. 9-10 for all classes in one torch._grouped_mm: the rows of T sorted by class form
-    the groups, the (C, S, k) unit bank the per-group right operands. Empty bank slots are
-    zero vectors (cosine 0) and are masked out explicitly when T_cos < 0."""
+class _CosineLoss(torch.autograd.Function):
+    """Eq. 9-10 for all classes at once, with the rows of T sorted by class (T^c is then one
+    contiguous block) and M an (N, S) matrix: each target row against the S slots of its class.
+
+    Forward: M = T_unit @ D^c.T, one product per class ("sorted") or one grouped product
+    ("grouped"), each column scaled by 1/||D^c_j|| (eq. 9). Then, in place, relu(M - T_cos):
+    its row sums give sum_selected (1 - M) = n_selected (1 - T_cos) - sum relu(M - T_cos), its
+    sign is the selection 1[M > T_cos]. Only that mask (divided by ||D^c_j||) is kept; no other
+    (N, S) tensor is allocated.
+    Backward: dL/dT_unit = -w_c * mask @ D^c, then the backward of the row normalisation.
+    """
 
     @staticmethod
-    def forward(ctx, feats, classes, bank_unit, valid, threshold, num_classes, reduction):
+    def forward(ctx, feats, classes, bank, inv_norms, valid, threshold, num_classes, reduction, grouped):
         order = torch.argsort(classes)
         sorted_classes = classes.index_select(0, order)
-        offsets = torch.cumsum(torch.bincount(classes, minlength=num_classes), 0).to(torch.int32)
+        rows_per_class = torch.bincount(classes, minlength=num_classes)
         unit, inv_norm, not_tiny = _unit_rows(feats.detach().index_select(0, order))
-        m = torch._grouped_mm(unit, bank_unit.transpose(1, 2), offs=offsets)  # M for every row, eq. 9
-        m.sub_(threshold).clamp_(min=0.0)                    # relu(M - T_cos)
-        if threshold < 0:                                    # an empty slot (cosine 0) would pass
+        if grouped:  # static shapes, no host sync
+            offsets = torch.cumsum(rows_per_class, 0).to(torch.int32)
+            m = torch._grouped_mm(unit, bank.transpose(1, 2), offs=offsets)  # (N, S)
+            column_scale = inv_norms.index_select(0, sorted_classes).to(m.dtype)  # 1/||D_j|| per row's class
+            m.mul_(column_scale)                                 # M, eq. 9
+        else:
+            offsets = rows_per_class.tolist()                    # the one host sync
+            m = unit.new_empty(unit.shape[0], bank.shape[1])
+            for c, rows in _class_blocks(offsets):
+                torch.mm(unit[rows], bank[c].T, out=m[rows])     # unit targets . raw D^c
+                m[rows].mul_(inv_norms[c].to(m.dtype))           # M^c, eq. 9
+        m.sub_(threshold).clamp_(min=0.0)                        # relu(M - T_cos): > 0 exactly where selected
+        if threshold < 0:                                        # an empty slot (cosine 0) would pass
             m.mul_(valid.index_select(0, sorted_classes).to(m.dtype))
-        excess_rows = m.sum(dim=1, dtype=torch.float32)
-        m.sign_()                                            # 1[M > T_cos]
-        count_rows = m.sum(dim=1, dtype=torch.float32)
+        excess = m.sum(dim=1, dtype=torch.float32)
+        m.sign_()                                                # 1[M > T_cos]
+        count = m.sum(dim=1, dtype=torch.float32)
+        if grouped:                                              # mask / ||D_j||, for the backward
+            m = _aligned(m.mul_(column_scale))
+        else:
+            for c, rows in _class_blocks(offsets):
+                m[rows].mul_(inv_norms[c].to(m.dtype))
         zeros = torch.zeros(num_classes, dtype=torch.float64, device=feats.device)
-        excess_c = zeros.index_add(0, sorted_classes, excess_rows.double())
-        count_c = zeros.index_add(0, sorted_classes, count_rows.double())
-        t_used = _as_subtracted(threshold, m.dtype)
-        loss_c = count_c * (1.0 - t_used) - excess_c
+        count_c = zeros.index_add(0, sorted_classes, count.double())
+        excess_c = zeros.index_add(0, sorted_classes, excess.double())
+        loss_c = count_c * (1.0 - _as_subtracted(threshold, m.dtype)) - excess_c  # sum_sel (1 - M)
         loss, weight = _class_weights(loss_c, count_c, num_classes, reduction)
-        ctx.save_for_backward(unit, inv_norm, not_tiny, order, sorted_classes, offsets, m,
-                              bank_unit, weight.float())
+        ctx.grouped, ctx.offsets = grouped, offsets
+        ctx.save_for_backward(unit, inv_norm, not_tiny, order, sorted_classes, m, bank, weight.float())
         return loss.float()
 
     @staticmethod
     def backward(ctx, grad_loss):
-        unit, inv_norm, not_tiny, order, sorted_classes, offsets, mask, bank_unit, weight = ctx.saved_tensors
-        grad_unit = torch._grouped_mm(mask, bank_unit, offs=offsets)      # sum_j 1[M_ij > T] D_unit_j
+        unit, inv_norm, not_tiny, order, sorted_classes, mask, bank, weight = ctx.saved_tensors
+        if ctx.grouped:
+            grad_unit = torch._grouped_mm(mask, bank, offs=ctx.offsets)   # sum_j 1[M_ij > T] D_j / ||D_j||
+        else:
+            grad_unit = torch.empty_like(unit)
+            for c, rows in _class_blocks(ctx.offsets):
+                torch.mm(mask[rows], bank[c], out=grad_unit[rows])
         per_row = (-grad_loss * weight).index_select(0, sorted_classes)    # dL/dM = -w_c when selected
         grad_sorted = _unit_rows_backward(grad_unit, unit, inv_norm * per_row, not_tiny)
         grad_feats = torch.empty_like(grad_sorted).index_copy_(0, order, grad_sorted)
-        return grad_feats, None, None, None, None, None, None
+        return grad_feats, None, None, None, None, None, None, None, None
+
+
+def _class_blocks(rows_per_class: list[int]):
+    """(class, slice of its rows) for every class with rows, rows being sorted by class."""
+    start = 0
+    for c, n in enumerate(rows_per_class):
+        if n:
+            yield c, slice(start, start + n)
+        start += n
+
+
+def _aligned(m: torch.Tensor) -> torch.Tensor:
+    """m itself, or a copy whose rows start on 16-byte boundaries (grouped_mm requires it)."""
+    if m.stride(0) * m.element_size() % 16 == 0:
+        return m
+    width = -(-m.shape[1] * m.element_size() // 16) * 16 // m.element_size()
+    return torch.empty(m.shape[0], width, dtype=m.dtype, device=m.device)[:, :m.shape[1]].copy_(m)
+
+
+def _unit_rows_backward(grad_unit, unit, row_scale, not_tiny):
+    """Backward of x -> x / max(||x||, EPS): (g - u (u . g)) / ||x|| (g / EPS for tiny rows).
+    row_scale carries 1 / max(||x||, EPS) times any per-row factor of the upstream gradient."""
+    g, u = grad_unit.float(), unit.float()  # grad_unit is a temporary: overwritten when float32
+    along = torch.linalg.vecdot(u, g, dim=1) * not_tiny      # component along u (absent when clamped)
+    g.addcmul_(u, along[:, None], value=-1.0)
+    g.mul_(row_scale[:, None])
+    return g.to(grad_unit.dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ from PIL import Image, ImageDraw
 
 from cosuda import labels
 
-__all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "render_scene", "main"]
+__all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "Domain", "make_domain",
+           "render_scene", "main"]
 
 # <repo>/data/synthetic, found from the package so it works from any working directory.
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "data" / "synthetic"
@@ -245,7 +246,7 @@ def make_domain(name: str, gap: float = 1.0) -> Domain:
 class _Camera:
     """Pinhole camera at height ``h`` looking along +Z; world X right, Y up, Z forward (metres)."""
 
-    def __init__(self, width, f, cx, horizon, h):
+    def __init__(self, f, cx, horizon, h):
         self.f, self.cx, self.horizon, self.h = f, cx, horizon, h
 
     def __call__(self, x, y, z):
@@ -531,7 +532,7 @@ def render_scene(domain: Domain, size, rng) -> tuple[np.ndarray, np.ndarray, np.
     """
     w, h = size
     horizon = h * rng.uniform(*domain.horizon)
-    cam = _Camera(w, domain.focal * w * rng.uniform(0.95, 1.05), w * rng.uniform(0.45, 0.55),
+    cam = _Camera(domain.focal * w * rng.uniform(0.95, 1.05), w * rng.uniform(0.45, 0.55),
                   horizon, rng.uniform(*domain.camera_height))
     canvas = _Canvas(w, h, instances=domain.name == "synthia")
     paint = _Painter(domain, cam, canvas, rng)

@@ -36,7 +36,7 @@ from .labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
 
 CHECKPOINT_VERSION = 1
 # Fields that must agree between a checkpoint and the run resuming from it.
-_RESUME_KEYS = ("variant", "arch", "backbone", "num_classes", "source", "dict_size")
+_RESUME_KEYS = ("variant", "arch", "backbone", "norm", "num_classes", "source", "dict_size")
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -196,7 +196,8 @@ def build_optimizer(cfg: RunConfig, model) -> torch.optim.Optimizer:
 
 
 def build_scheduler(cfg: RunConfig, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    if cfg.optimizer == "sgd":  # 'poly' policy, power 0.9, over the reference 250k horizon
+    schedule = cfg.schedule if cfg.schedule != "auto" else ("poly" if cfg.optimizer == "sgd" else "step")
+    if schedule == "poly":  # 'poly' policy, power 0.9, over the reference 250k horizon
         horizon = max(cfg.schedule_iterations, cfg.iterations)
         rule = lambda it: (1 - min(it, horizon - 1) / horizon) ** cfg.poly_power
     else:  # FCN-8s: 'step' policy, x0.1 every 50k iterations
@@ -356,7 +357,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights=cfg.weights)
+    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights=cfg.weights,
+                        **_norm_kw(cfg))
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -511,6 +513,10 @@ def _needs(cfg: RunConfig, domain: str) -> bool:
     return f["target_seg"] != "none" or f["cos"] != "none" or f["adversarial"]
 
 
+def _norm_kw(cfg: RunConfig) -> dict:
+    return {"norm": cfg.norm} if cfg.arch == "deeplabv2" else {}
+
+
 def _unwrap(module):
     return module.module if hasattr(module, "module") else module
 
@@ -527,7 +533,8 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", chec
     state = torch.load(path, map_location="cpu", weights_only=False)
     cfg = RunConfig(**{k: tuple(v) if isinstance(getattr(RunConfig(), k), tuple) else v
                        for k, v in state["config"].items() if k in RunConfig.__dataclass_fields__})
-    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights="random")
+    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights="random",
+                        **_norm_kw(cfg))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
 

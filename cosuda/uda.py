@@ -97,7 +97,7 @@ class UDAStep:
 
             # --- Output-space adversarial loss, eq. 14 (supplementary C) --------------------
             if flags["adversarial"]:
-                loss = adversarial_loss(self.discriminator(F.softmax(Pt.float(), dim=1)))
+                loss = adversarial_loss(self.discriminator(Pt.float()))  # D applies the softmax
                 total = total + self.lambda_adv * loss
                 logs["adv"] = loss.item()
 
@@ -109,8 +109,8 @@ class UDAStep:
             self.discriminator.requires_grad_(True)
             self.d_optimizer.zero_grad(set_to_none=True)
             with self.autocast():
-                d_loss = discriminator_loss(self.discriminator(F.softmax(Ps.detach().float(), dim=1)),
-                                            self.discriminator(F.softmax(Pt.detach().float(), dim=1)))
+                d_loss = discriminator_loss(self.discriminator(Ps.detach().float()),
+                                            self.discriminator(Pt.detach().float()))
             self._backward_and_step(d_loss, self.d_optimizer)
             logs["disc"] = d_loss.item()
         return logs

@@ -134,23 +134,22 @@ for name in ("GTA5", "SYNTHIA"):
 # paper's cosine-similarity loss on features, can build on.
 
 # %%
-def pixel_features(item, use_row, stride):
-    """(N, 3 or 4) features (RGB [+ row in 0..1]) and (N,) labels of every stride-th pixel."""
-    image = item["image"].numpy()[:, ::stride, ::stride]
-    label = item["label"].numpy()[::stride, ::stride]
-    feats = [image.reshape(3, -1)]
-    if use_row:
-        rows = np.repeat(np.linspace(0, 1, image.shape[1]), image.shape[2])
-        feats.append(rows[None])
-    return np.concatenate(feats).T, label.reshape(-1)
-
-
-def fit_gaussians(dataset, use_row, n_images, stride=4):
-    """Per class: mean, inverse covariance and -2 log(prior) + log det; None for an absent class."""
-    picks = np.linspace(0, len(dataset) - 1, min(n_images, len(dataset))).round().astype(int)
-    xs, ys = zip(*(pixel_features(dataset[int(i)], use_row, stride) for i in picks))
+def pixel_features(dataset, n_images, stride=4):
+    """Features (N, 4) float32 = RGB + row (0 at the top, 1 at the bottom) and labels (N,) of every
+    stride-th pixel of n_images images spread over the dataset; ignored pixels dropped."""
+    xs, ys = [], []
+    for i in np.linspace(0, len(dataset) - 1, min(n_images, len(dataset))).round().astype(int):
+        item = dataset[int(i)]
+        image = item["image"].numpy()[:, ::stride, ::stride]
+        rows = np.repeat(np.linspace(0, 1, image.shape[1], dtype=np.float32), image.shape[2])
+        xs.append(np.concatenate([image.reshape(3, -1), rows[None]]).T)
+        ys.append(item["label"].numpy()[::stride, ::stride].reshape(-1))
     x, y = np.concatenate(xs), np.concatenate(ys)
-    x, y = x[y < labels.NUM_CLASSES], y[y < labels.NUM_CLASSES]
+    return x[y != labels.IGNORE_INDEX], y[y != labels.IGNORE_INDEX]
+
+
+def fit_gaussians(x, y):
+    """Per class: mean, inverse covariance and log det - 2 log(prior); None for an absent class."""
     gaussians = []
     for c in range(labels.NUM_CLASSES):
         xc = x[y == c]
@@ -158,38 +157,37 @@ def fit_gaussians(dataset, use_row, n_images, stride=4):
             gaussians.append(None)
             continue
         cov = np.cov(xc.T) + 1e-4 * np.eye(x.shape[1])
-        gaussians.append((xc.mean(0), np.linalg.inv(cov),
+        gaussians.append((xc.mean(0), np.linalg.inv(cov).astype(np.float32),
                           np.linalg.slogdet(cov)[1] - 2 * np.log(len(xc) / len(x))))
     return gaussians
 
 
-def segment_miou(gaussians, dataset, use_row, n_images, stride=2):
-    """mIoU19 (%) and per-class IoU (%) of the most likely class at every stride-th pixel."""
-    conf = np.zeros((labels.NUM_CLASSES, labels.NUM_CLASSES), dtype=np.int64)
-    for i in range(min(n_images, len(dataset))):
-        x, y = pixel_features(dataset[i], use_row, stride)
-        score = np.full((len(x), labels.NUM_CLASSES), -np.inf)
-        for c, g in enumerate(gaussians):
-            if g is not None:
-                mean, precision, norm = g
-                d = x - mean
-                score[:, c] = -0.5 * (np.einsum("ij,jk,ik->i", d, precision, d) + norm)
-        conf += metrics.confusion_matrix(score.argmax(1), y)
+def segment_miou(gaussians, x, y):
+    """mIoU19 (%) and per-class IoU (%) of labelling pixels x (N, d) with their most likely class."""
+    score = np.full((len(x), labels.NUM_CLASSES), -np.inf, dtype=np.float32)
+    for c, g in enumerate(gaussians):
+        if g is not None:
+            mean, precision, norm = g
+            d = x - mean.astype(np.float32)
+            mahalanobis = (d[:, :, None] * precision * d[:, None, :]).sum((1, 2))
+            score[:, c] = -0.5 * (mahalanobis + norm)  # log-likelihood + log-prior
+    conf = metrics.confusion_matrix(score.argmax(1), y)
     return 100 * metrics.mean_iou(conf), 100 * metrics.per_class_iou(conf)
 
 
 w, h = Image.open(cityscapes_val.images[0]).size
 val_small = data.Cityscapes(cityscapes_val.root, "val", size=(stats_width, max(1, round(stats_width * h / w))))
-per_class = {}
+val_x, val_y = pixel_features(val_small, max_items)
+fit_data = {name: pixel_features(ds, max_items // 2) for name, ds in stats_sets.items()}
+per_class, table = {}, {}
+for name, (x, y) in fit_data.items():
+    colour_only = segment_miou(fit_gaussians(x[:, :3], y), val_x[:, :3], val_y)
+    with_row = segment_miou(fit_gaussians(x, y), val_x, val_y)
+    table[name] = (colour_only[0], with_row[0])
+    per_class[f"fitted on {name}"] = colour_only[1]
 print("fitted on        colour   colour + row   (mIoU19 on Cityscapes val, %)")
-for name, ds in stats_sets.items():
-    scores = []
-    for use_row in (False, True):
-        miou, iou = segment_miou(fit_gaussians(ds, use_row, max_items // 2), val_small, use_row, max_items)
-        scores.append(miou)
-        if not use_row:
-            per_class[f"fitted on {name}"] = iou
-    print(f"{name:14s} {scores[0]:8.1f} {scores[1]:14.1f}")
+for name, (colour_only, with_row) in table.items():
+    print(f"{name:14s} {colour_only:8.1f} {with_row:14.1f}")
 fig = dplots.plot_per_class(per_class, title="Colour-only Gaussian classifier on Cityscapes val: IoU per class");
 
 # %% [markdown]

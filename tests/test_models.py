@@ -3,6 +3,7 @@ import copy
 import math
 import os
 import urllib.error
+import urllib.request
 
 import pytest
 import torch
@@ -269,6 +270,18 @@ def test_folded_backbone_matches_unfolded_outputs_and_grads():
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+def test_fold_frozen_bn_converts_a_torchvision_resnet_in_place():
+    torch.manual_seed(0)
+    reference = randomise_bn(torchvision.models.resnet18(weights=None)).eval()
+    folded = fold_frozen_bn(copy.deepcopy(reference)).train()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, FrozenBNConv2d) for m in folded.modules()) == 20
+    assert folded.state_dict().keys() == reference.state_dict().keys()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), reference(x), rtol=1e-3, atol=1e-4)
+
+
 def test_fold_refuses_bn_without_conv_before_it():
     with pytest.raises(ValueError, match="does not follow a Conv2d"):
         fold_frozen_bn(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)))
@@ -402,7 +415,8 @@ def test_build_model_rejects_unknown_names():
 def test_normalize_imagenet_and_caffe():
     x = torch.tensor([0.2, 0.5, 0.8]).view(1, 3, 1, 1)
     imagenet = Normalize("imagenet")(x).flatten()
-    expected = (torch.tensor([0.2, 0.5, 0.8]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected = (torch.tensor([0.2, 0.5, 0.8]) - mean) / std
     assert torch.allclose(imagenet, expected)
     caffe = Normalize("caffe")(x).flatten()  # BGR, x255, minus the Caffe mean (B, G, R)
     assert torch.allclose(caffe, torch.tensor([0.8 * 255 - 104.00698793, 0.5 * 255 - 116.66876762,

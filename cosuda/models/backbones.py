@@ -13,6 +13,14 @@ from .frozen_bn import FrozenBatchNorm2d, fold_frozen_bn
 
 RESNETS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}  # name -> k
 
+# Frozen BN is the paper's setting and only makes sense with pretrained statistics. A network
+# trained from random weights (the synthetic benchmark: no ImageNet download offline) has
+# BN statistics of 0/1, i.e. no normalisation at all, and diverges within a few steps; it uses
+# GroupNorm instead, which has no batch statistics, so that source and target images are
+# normalised alike in every variant (train-mode BN with batch 1 per domain would quietly
+# adapt the statistics to the target: AdaBN, a confound for the ablations).
+NORMS = {"frozen_bn": FrozenBatchNorm2d, "group": lambda c: nn.GroupNorm(min(32, c // 4), c)}
+
 
 def available_backbones() -> dict[str, tuple[str, ...]]:
     """Backbone names per architecture, e.g. ``{"deeplabv2": ("resnet18", ...), "fcn8s": ("vgg16",)}``."""
@@ -45,18 +53,20 @@ class ResNetBackbone(nn.Module):
     k = 512 (resnet18/34) or 2048 (resnet50/101).
     """
 
-    def __init__(self, name: str = "resnet101", fold_bn: bool = True):
+    def __init__(self, name: str = "resnet101", fold_bn: bool = True, norm: str = "frozen_bn"):
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"unknown ResNet backbone '{name}'; choose one of {tuple(RESNETS)}")
-        net = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm '{norm}'; choose one of {tuple(NORMS)}")
+        net = getattr(torchvision.models, name)(weights=None, norm_layer=NORMS[norm])
         # Same attribute names (and order) as torchvision: the state_dict keys match.
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         dilate_(self.layer3, 2)
         dilate_(self.layer4, 4)
-        self.name, self.out_channels = name, RESNETS[name]
-        if fold_bn:
+        self.name, self.out_channels, self.norm = name, RESNETS[name], norm
+        if fold_bn and norm == "frozen_bn":
             fold_frozen_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

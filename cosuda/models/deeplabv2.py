@@ -49,11 +49,12 @@ class DeepLabV2(nn.Module):
                          "poly_power": 0.9}
 
     def __init__(self, backbone: str = "resnet101", num_classes: int = 19, weights: str = "random",
-                 aspp_rates=(6, 12, 18, 24), fold_bn: bool = True, normalization: str = "imagenet"):
+                 aspp_rates=(6, 12, 18, 24), fold_bn: bool = True, normalization: str = "imagenet",
+                 norm: str = "frozen_bn"):
         super().__init__()
         self.backbone_name, self.num_classes = backbone, num_classes
         self.normalize = Normalize(normalization)
-        self.backbone = ResNetBackbone(backbone, fold_bn=fold_bn)  # F
+        self.backbone = ResNetBackbone(backbone, fold_bn=fold_bn, norm=norm)  # F
         self.classifier = ASPP(self.backbone.out_channels, num_classes, aspp_rates)  # H
         load_weights(self, weights)
 

@@ -120,9 +120,10 @@ class FCN8s(nn.Module):
         fc = {k: v for k, v in state_dict.items() if k.startswith("classifier.")}
         other = sorted(set(state_dict) - {f"features.{k}" for k in features} - set(fc))
         fc_keys = {f"classifier.{i}.{n}" for i in (0, 3, 6) for n in ("weight", "bias")}
-        if other or set(fc) != fc_keys:
-            raise ValueError(f"torchvision vgg16 backbone: state_dict does not match; missing keys "
-                             f"{sorted(fc_keys - set(fc))}, unexpected keys {other + sorted(set(fc) - fc_keys)}")
+        missing, unexpected = sorted(fc_keys - set(fc)), other + sorted(set(fc) - fc_keys)
+        if missing or unexpected:
+            raise ValueError(f"torchvision vgg16 backbone: state_dict does not match; "
+                             f"missing keys {missing}, unexpected keys {unexpected}")
         load_strict(self.features, features, what="torchvision vgg16 backbone (features)")
         with torch.no_grad():
             self.fc6.weight.copy_(linear_to_conv(fc["classifier.0.weight"], 512, 7))

@@ -72,7 +72,8 @@ class FrozenBatchNorm2d(nn.Module):
                             training=False, momentum=0.0, eps=self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}" + (", folded into the conv before" if self.folded else "")
+        folded = ", folded into the conv before" if self.folded else ""
+        return f"{self.num_features}, eps={self.eps}{folded}"
 
 
 class FrozenBNConv2d(nn.Conv2d):
