@@ -18,7 +18,6 @@ Nothing is skipped silently: a dataset never comes back partial or empty.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -154,16 +153,18 @@ class _PairedDataset(torch.utils.data.Dataset):
 
     mapping: dict = labels.CITYSCAPES_TO_TRAIN
     allow_size_mismatch = False   # GTA5 only: see GTA5's docstring
-    label_may_be_smaller = False  # pseudo-labels may be saved at a lower resolution
+    label_may_be_rescaled = False  # pseudo-labels may be saved at another resolution
 
     def __init__(self, size=None, label_size=None):
         self.size = _check_size(size, "size")
-        self.label_size = _check_size(label_size, "label_size")
+        # "original": labels at the file's resolution whatever `size` is (the field's evaluation
+        # protocol: predict at 1024x512, compare at 2048x1024).
+        self.label_size = label_size if label_size == "original" else _check_size(label_size, "label_size")
         self.images: list[Path] = []
         self.labels: list[Path] = []
         self.names: list[str] = []
 
-    def _finish(self, root: Path, image_dir: Path, label_of, fix: str) -> None:
+    def _finish(self, image_dir: Path, label_of, fix: str) -> None:
         """Pair every name with its label file; any missing file is an error naming it."""
         if not self.names:
             raise DatasetError(f"{type(self).__name__}: no image found under {image_dir}. {fix}")
@@ -194,7 +195,7 @@ class _PairedDataset(torch.utils.data.Dataset):
             if self.allow_size_mismatch:
                 if self.size is None:  # GTA5: bring the image to its label (documented above)
                     image = image.resize(label_wh, Image.BICUBIC)
-            elif not (self.label_may_be_smaller and _same_aspect(image.size, label_wh)):
+            elif not (self.label_may_be_rescaled and _same_aspect(image.size, label_wh)):
                 raise DatasetError(
                     f"label {self.labels[index]} is {label_wh[0]}x{label_wh[1]} but image "
                     f"{self.images[index]} is {image.size[0]}x{image.size[1]} (WxH): they must "
@@ -202,8 +203,13 @@ class _PairedDataset(torch.utils.data.Dataset):
         return image, train_ids
 
     def read_label(self, index: int) -> np.ndarray:
-        """The trainIds (H, W) uint8 of item ``index`` at the output label size, image not decoded."""
+        """The trainIds (H, W) uint8 of item ``index`` without decoding the image.
+
+        At ``label_size``, else ``size``, else the label file's own resolution.
+        """
         train_ids = labels.to_train_ids(self._read_raw_label(self.labels[index]), self.mapping)
+        if self.label_size == "original":
+            return train_ids
         target = self.label_size or self.size
         return _resize_label(train_ids, target) if target else train_ids
 
@@ -212,8 +218,9 @@ class _PairedDataset(torch.utils.data.Dataset):
         if self.size is not None and image.size != self.size:
             image = image.resize(self.size, Image.BICUBIC)
         # The label follows the image unless told otherwise (label_size: evaluation resolution).
-        target = self.label_size or self.size or image.size
-        train_ids = _resize_label(train_ids, target)
+        if self.label_size != "original":
+            target = self.label_size or self.size or image.size
+            train_ids = _resize_label(train_ids, target)
         # Converted in NumPy: tiny torch ops in DataLoader workers pay for thread start-up.
         chw = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1), dtype=np.float32)
         chw /= 255.0
@@ -275,7 +282,7 @@ class GTA5(_PairedDataset):
             self.names = _read_list_file(list_file, ("images/",))
         else:
             self.names = _scan(self.image_dir, "*.png")
-        self._finish(self.root, self.image_dir, lambda n: self.root / "labels" / n, fix)
+        self._finish(self.image_dir, lambda n: self.root / "labels" / n, fix)
 
 
 class SYNTHIA(_PairedDataset):
@@ -300,7 +307,7 @@ class SYNTHIA(_PairedDataset):
             self.names = _read_list_file(list_file, ("RGB/",))
         else:
             self.names = _scan(self.image_dir, "*.png")
-        self._finish(self.root, self.image_dir, lambda n: self.root / "GT" / "LABELS" / n, fix)
+        self._finish(self.image_dir, lambda n: self.root / "GT" / "LABELS" / n, fix)
 
     def _read_raw_label(self, path: Path) -> np.ndarray:
         return read_synthia_label(path)
@@ -346,7 +353,7 @@ class Cityscapes(_PairedDataset):
         else:
             self.pseudo_root = Path(pseudo_root)
             self.mapping = _TRAIN_IDENTITY
-            self.label_may_be_smaller = True
+            self.label_may_be_rescaled = True
             fix = (f"Pseudo-labels are missing under {self.pseudo_root}: generate them for the "
                    f"{split!r} split with cosuda.pseudo.generate_pseudo_labels(model, "
                    f"Cityscapes(root, {split!r}), {str(self.pseudo_root)!r}, device) from a "
@@ -355,7 +362,7 @@ class Cityscapes(_PairedDataset):
 
             def label_of(name):
                 return self.pseudo_root / name
-        self._finish(self.root, self.image_dir, label_of, fix)
+        self._finish(self.image_dir, label_of, fix)
 
 
 # ------------------------------------------------------------------------------------------

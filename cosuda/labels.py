@@ -74,10 +74,9 @@ def to_train_ids(raw, mapping: Mapping[int, int]) -> np.ndarray:
 
 def colorize(train_ids) -> np.ndarray:
     """trainIds (H, W) -> RGB uint8 (H, W, 3) in the official palette; 255 (and any id >= 19) -> black."""
-    ids = np.asarray(train_ids)
-    if hasattr(train_ids, "detach"):  # a torch tensor
-        ids = train_ids.detach().cpu().numpy()
-    ids = ids.astype(np.int64, copy=False)
+    if hasattr(train_ids, "detach"):  # a torch tensor, possibly on a GPU
+        train_ids = train_ids.detach().cpu().numpy()
+    ids = np.asarray(train_ids).astype(np.int64, copy=False)
     table = np.zeros((256, 3), dtype=np.uint8)
     table[:NUM_CLASSES] = PALETTE
     safe = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX)

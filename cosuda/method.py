@@ -497,8 +497,8 @@ class _CosineLoss(torch.autograd.Function):
     Forward: M = T_unit @ D^c.T, one product per class ("sorted") or one grouped product
     ("grouped"), each column scaled by 1/||D^c_j|| (eq. 9). Then, in place, relu(M - T_cos):
     its row sums give sum_selected (1 - M) = n_selected (1 - T_cos) - sum relu(M - T_cos), its
-    sign is the selection 1[M > T_cos]. Only that mask (divided by ||D^c_j||) is kept; no other
-    (N, S) tensor is allocated.
+    sign is the selection 1[M > T_cos]. Only that mask (divided by ||D^c_j||) is kept; "sorted"
+    allocates no other (N, S) tensor ("grouped" also gathers the (N, S) column scales).
     Backward: dL/dT_unit = -w_c * mask @ D^c, then the backward of the row normalisation.
     """
 
@@ -530,27 +530,34 @@ class _CosineLoss(torch.autograd.Function):
         else:
             for c, rows in _class_blocks(offsets):
                 m[rows].mul_(inv_norms[c].to(m.dtype))
+        t_used = _as_subtracted(threshold, m.dtype)
         zeros = torch.zeros(num_classes, dtype=torch.float64, device=feats.device)
         count_c = zeros.index_add(0, sorted_classes, count.double())
         excess_c = zeros.index_add(0, sorted_classes, excess.double())
-        loss_c = count_c * (1.0 - _as_subtracted(threshold, m.dtype)) - excess_c  # sum_sel (1 - M)
+        loss_c = count_c * (1.0 - t_used) - excess_c             # sum_selected (1 - M) per class
         loss, weight = _class_weights(loss_c, count_c, num_classes, reduction)
+        # sum_selected M per row: the backward needs u_i . g_i, which is exactly this (see there)
+        selected_sum = (count * t_used + excess) * not_tiny
         ctx.grouped, ctx.offsets = grouped, offsets
-        ctx.save_for_backward(unit, inv_norm, not_tiny, order, sorted_classes, m, bank, weight.float())
+        ctx.save_for_backward(unit, inv_norm, selected_sum, order, sorted_classes, m, bank, weight.float())
         return loss.float()
 
     @staticmethod
     def backward(ctx, grad_loss):
-        unit, inv_norm, not_tiny, order, sorted_classes, mask, bank, weight = ctx.saved_tensors
+        unit, inv_norm, selected_sum, order, sorted_classes, mask, bank, weight = ctx.saved_tensors
         if ctx.grouped:
             grad_unit = torch._grouped_mm(mask, bank, offs=ctx.offsets)   # sum_j 1[M_ij > T] D_j / ||D_j||
         else:
             grad_unit = torch.empty_like(unit)
             for c, rows in _class_blocks(ctx.offsets):
                 torch.mm(mask[rows], bank[c], out=grad_unit[rows])
+        # g_i = sum_j 1[M_ij > T] D_j / ||D_j||, so u_i . g_i = sum_j 1[M_ij > T] M_ij: the forward's
+        # selected_sum. Backward of u = x / ||x||: dL/dx = (g - u (u . g)) / ||x|| (g / EPS if clamped)
+        g = grad_unit.float()                                     # in place when float32
+        g.addcmul_(unit, selected_sum[:, None], value=-1.0)
         per_row = (-grad_loss * weight).index_select(0, sorted_classes)    # dL/dM = -w_c when selected
-        grad_sorted = _unit_rows_backward(grad_unit, unit, inv_norm * per_row, not_tiny)
-        grad_feats = torch.empty_like(grad_sorted).index_copy_(0, order, grad_sorted)
+        g.mul_((inv_norm * per_row)[:, None])
+        grad_feats = torch.empty_like(unit).index_copy_(0, order, g.to(unit.dtype))
         return grad_feats, None, None, None, None, None, None, None, None
 
 
@@ -569,16 +576,6 @@ def _aligned(m: torch.Tensor) -> torch.Tensor:
         return m
     width = -(-m.shape[1] * m.element_size() // 16) * 16 // m.element_size()
     return torch.empty(m.shape[0], width, dtype=m.dtype, device=m.device)[:, :m.shape[1]].copy_(m)
-
-
-def _unit_rows_backward(grad_unit, unit, row_scale, not_tiny):
-    """Backward of x -> x / max(||x||, EPS): (g - u (u . g)) / ||x|| (g / EPS for tiny rows).
-    row_scale carries 1 / max(||x||, EPS) times any per-row factor of the upstream gradient."""
-    g, u = grad_unit.float(), unit.float()  # grad_unit is a temporary: overwritten when float32
-    along = torch.linalg.vecdot(u, g, dim=1) * not_tiny      # component along u (absent when clamped)
-    g.addcmul_(u, along[:, None], value=-1.0)
-    g.mul_(row_scale[:, None])
-    return g.to(grad_unit.dtype)
 
 
 # --------------------------------------------------------------------------------------------

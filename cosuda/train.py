@@ -50,11 +50,14 @@ class Paths:
 def resolve_paths(cfg: RunConfig) -> Paths:
     """Find the data folders of a run, generating the synthetic benchmark if it is the default."""
     data_root = Path(cfg.data_root) if cfg.data_root else None
-    if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve() and not data_root.exists():
-        from .synthetic import generate
+    if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve():
+        from .synthetic import MARKER, generate
 
-        if dist.is_main():
-            print(f"[cosuda] synthetic benchmark not found: generating it under {data_root}", flush=True)
+        marker = data_root / MARKER
+        # Generate a missing or half-written default benchmark; keep a complete one, whatever
+        # seed or sizes the user chose for it.
+        if dist.is_main() and not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
+            print(f"[cosuda] generating the synthetic benchmark under {data_root}", flush=True)
             generate(data_root, seed=0)
         dist.barrier()
     if data_root is not None and not data_root.is_dir():
@@ -109,7 +112,7 @@ def build_datasets(cfg: RunConfig, paths: Paths):
         target = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
         if mode == "none":
             target = _WithoutLabels(target)
-    val = Cityscapes(paths.target, "val", size=tuple(cfg.eval_size))
+    val = Cityscapes(paths.target, "val", size=tuple(cfg.eval_size), label_size="original")
     if cfg.eval_max_items:
         val = torch.utils.data.Subset(val, range(min(cfg.eval_max_items, len(val))))
     return source, target, val

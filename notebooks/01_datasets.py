@@ -42,6 +42,9 @@ from PIL import Image
 from cosuda import data, labels, metrics, synthetic
 from cosuda.plots import datasets as dplots
 
+if n_samples < 1 or max_items < 2 or stats_width < 16:
+    raise ValueError(f"need n_samples >= 1, max_items >= 2, stats_width >= 16; got "
+                     f"{n_samples}, {max_items}, {stats_width}")
 # Paths resolve through the package, so this runs from notebooks/ (Jupyter, nbval) and from
 # the repository root (papermill) alike.
 root = Path(data_root) if data_root else synthetic.DEFAULT_ROOT

@@ -231,6 +231,12 @@ def test_pseudo_root(cs_root, tmp_path):
     # Pseudo-labels saved at a lower resolution (same aspect ratio) follow the image size.
     _save(pseudo / f"{CS_TRAIN[0]}_leftImg8bit.png", train_ids[::2, ::2])
     assert ds[0]["label"].shape == (H, W)
+    assert ds.read_label(0).shape == (H // 2, W // 2)  # no size given: the file's resolution
+    # ... but a pseudo-label of another shape belongs to another image.
+    bad = pseudo / f"{CS_TRAIN[1]}_leftImg8bit.png"
+    _save(bad, train_ids[:, ::2])
+    with pytest.raises(data.DatasetError, match=re.escape(str(bad))):
+        ds[1]
 
 
 def test_missing_pseudo_label_says_how_to_make_them(cs_root, tmp_path):

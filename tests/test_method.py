@@ -297,20 +297,38 @@ def test_impls_agree_bf16():
         loss, grad = results[impl]
         torch.testing.assert_close(loss, ref_loss, rtol=2e-2, atol=1e-3)
         assert (grad - ref_grad).norm() <= 0.05 * ref_grad.norm()
+    # a bfloat16 dictionary whose rows (13 slots x 2 bytes) are not 16-byte aligned
+    d = FeatureDictionary(5, 13, 32, dtype=torch.bfloat16)
+    for c, b in enumerate(bank):
+        d.enqueue(b, torch.full((b.shape[0],), c))
+    grads = {}
+    for impl in IMPLS:
+        x = feats.clone().requires_grad_(True)
+        cosine_loss(x, classes, d, 0.3, 5, "sum", impl=impl).backward()
+        grads[impl] = x.grad.float()
+        print(impl, grads[impl].isnan().sum().item(), grads[impl].isnan().nonzero()[:3].tolist())
+    for impl in ["sorted", "grouped"]:
+        assert (grads[impl] - grads["reference"]).norm() <= 0.05 * grads["reference"].norm()
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_dictionary_bank_equals_list_bank(impl):
+@pytest.mark.parametrize("dtype, size, threshold, wrapped", [
+    (torch.float32, 12, 0.2, True),      # full, wrapped-around ring buffer
+    (torch.float32, 40, -0.3, False),    # partly filled: empty slots must never be selected
+    (torch.bfloat16, 13, 0.2, True),     # half storage, rows of an odd length
+])
+def test_dictionary_bank_equals_list_bank(impl, dtype, size, threshold, wrapped):
     feats, classes, bank = random_problem(6)
-    d = FeatureDictionary(5, 12, 16)
+    d = FeatureDictionary(5, size, 16, dtype=dtype)
     for c, b in enumerate(bank):
-        d.enqueue(torch.randn(30, 16), torch.full((30,), c))  # wrapped around: older vectors gone
+        if wrapped:
+            d.enqueue(torch.randn(30, 16), torch.full((30,), c))  # older vectors, dequeued below
         d.enqueue(b, torch.full((b.shape[0],), c))
-    as_list = [d.get(c) for c in range(5)]
+    as_list = [d.get(c).float() for c in range(5)]
     for reduction in ["mean", "sum"]:
         x1, x2 = feats.clone().requires_grad_(True), feats.clone().requires_grad_(True)
-        l1 = cosine_loss(x1, classes, d, 0.2, 5, reduction, impl=impl)
-        l2 = cosine_loss(x2, classes, as_list, 0.2, 5, reduction, impl="reference")
+        l1 = cosine_loss(x1, classes, d, threshold, 5, reduction, impl=impl)
+        l2 = cosine_loss(x2, classes, as_list, threshold, 5, reduction, impl="reference")
         (l1 + l2).backward()
         torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-6)
