@@ -524,6 +524,32 @@ def _unwrap(module):
     return module.module if hasattr(module, "module") else module
 
 
+def ensure_trained(preset: str, run_dir: str | Path, overrides: dict | None = None, progress: bool = True) -> dict:
+    """Train `preset` (+ `overrides`) into `run_dir` unless that very run has finished there.
+
+    A finished run with the same configuration is reused (lessons and the workshop share one
+    source-only model), an unfinished one is resumed, and a run of another configuration in
+    `run_dir` is an error rather than something to overwrite. Returns its metrics.
+    """
+    cfg = make_config(preset, dict(overrides or {}, progress=progress))
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+        old.pop("preset", None)
+        now = json.loads(json.dumps(cfg.to_dict()))
+        diff = sorted(k for k in now if k != "progress" and old.get(k) != now[k])
+        if diff:
+            raise ConfigError(f"{run_dir} holds another run (differs in {', '.join(diff)}): "
+                              "choose another run_dir or delete that folder")
+        metrics_path = run_dir / "metrics.json"
+        if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("finished"):
+            return json.loads(metrics_path.read_text())
+        if latest_checkpoint(run_dir) is not None:
+            return train(cfg, run_dir, resume=True, preset=preset)
+    return train(cfg, run_dir, preset=preset)
+
+
 # --- pseudo-labels from a finished source-only run -----------------------------------------
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
     """(model, cfg) of a run, with the weights of its newest checkpoint (or `checkpoint`)."""
