@@ -568,6 +568,20 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", chec
     return model.to(device).eval(), cfg
 
 
+def lesson_source_model(run_dir: str | Path, iterations: int = 150, device: str = "cpu", progress: bool = True):
+    """(model, cfg) of the source-only model in `run_dir` (eval mode), trained first if missing.
+
+    Lessons 03-07 share one source-only model. If `run_dir` already holds a trained one -- from
+    notebook 02 or `python -m cosuda.workshop prepare`, whatever its length -- it is used as is;
+    otherwise `synthetic-source-only` is trained there for `iterations` iterations.
+    """
+    if latest_checkpoint(Path(run_dir)) is None or not (Path(run_dir) / "metrics.json").is_file():
+        ensure_trained("synthetic-source-only", run_dir,
+                       {"iterations": iterations, "eval_every": iterations, "checkpoint_every": iterations},
+                       progress=progress)
+    return load_run_model(run_dir, device)
+
+
 def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
                        progress: bool = True) -> Path:
     """Pseudo-labels (supplementary A) for the target train set from a trained run's model."""
