@@ -54,6 +54,17 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def average_gradients(module: torch.nn.Module) -> None:
+    """Average .grad over ranks, for a module that is not wrapped in DDP (the discriminator:
+    its parameters are frozen during the segmentation network's step, which DDP cannot express)."""
+    if not is_distributed():
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world_size()
+
+
 def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Concatenate the (n_r, ...) tensors of all ranks in rank order: (sum n_r, ...).
 

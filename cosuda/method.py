@@ -571,11 +571,12 @@ def _class_blocks(rows_per_class: list[int]):
 
 
 def _aligned(m: torch.Tensor) -> torch.Tensor:
-    """m itself, or a copy whose rows start on 16-byte boundaries (grouped_mm requires it)."""
-    if m.stride(0) * m.element_size() % 16 == 0:
+    """m, or a copy of it, whose rows start on 16-byte boundaries as grouped_mm requires. The
+    padding after each row is zero: the CPU kernel reads it, and 0 * NaN garbage would be NaN."""
+    if m.is_contiguous() and m.shape[1] * m.element_size() % 16 == 0:
         return m
     width = -(-m.shape[1] * m.element_size() // 16) * 16 // m.element_size()
-    return torch.empty(m.shape[0], width, dtype=m.dtype, device=m.device)[:, :m.shape[1]].copy_(m)
+    return torch.zeros(m.shape[0], width, dtype=m.dtype, device=m.device)[:, :m.shape[1]].copy_(m)
 
 
 # --------------------------------------------------------------------------------------------

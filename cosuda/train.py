@@ -379,10 +379,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
     if cfg.flags["adversarial"]:
         from .adversarial import Discriminator
 
-        discriminator = Discriminator(cfg.num_classes).to(device)
-        if dist.is_distributed():
-            discriminator = torch.nn.parallel.DistributedDataParallel(
-                discriminator, device_ids=[device.index] if device.type == "cuda" else None)
+        discriminator = Discriminator(cfg.num_classes).to(device)  # gradients averaged by UDAStep
         d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas))
         d_scheduler = build_scheduler(cfg, d_optimizer)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None

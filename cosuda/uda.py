@@ -111,17 +111,20 @@ class UDAStep:
             with self.autocast():
                 d_loss = discriminator_loss(self.discriminator(Ps.detach().float()),
                                             self.discriminator(Pt.detach().float()))
-            self._backward_and_step(d_loss, self.d_optimizer)
+            self._backward_and_step(d_loss, self.d_optimizer, sync=self.discriminator)
             logs["disc"] = d_loss.item()
+        if self.scaler is not None:
+            self.scaler.update()  # once per iteration, after every optimiser stepped
         return logs
 
-    def _backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is not None:  # fp16: scale the loss so small gradients survive
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-            self.scaler.update()
+    def _backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                           sync: nn.Module | None = None) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()  # fp16: scaled
+        if sync is not None:
+            dist.average_gradients(sync)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
         else:
-            loss.backward()
             optimizer.step()
 
     # --- processes A and B, the dictionary, L_cos -----------------------------------------

@@ -306,7 +306,6 @@ def test_impls_agree_bf16():
         x = feats.clone().requires_grad_(True)
         cosine_loss(x, classes, d, 0.3, 5, "sum", impl=impl).backward()
         grads[impl] = x.grad.float()
-        print(impl, grads[impl].isnan().sum().item(), grads[impl].isnan().nonzero()[:3].tolist())
     for impl in ["sorted", "grouped"]:
         assert (grads[impl] - grads["reference"]).norm() <= 0.05 * grads["reference"].norm()
 
@@ -407,3 +406,16 @@ def test_cosine_loss_layers_is_the_mean_over_layers(reduction):
     torch.testing.assert_close(total, torch.stack(each).mean())
     with pytest.raises(ValueError, match="one per layer"):
         cosine_loss_layers(feats, classes, banks, thresholds[:2], 5)
+
+
+def test_grouped_mask_rows_are_aligned_with_zero_padding():
+    """torch's CPU grouped_mm reads the padding after each row of its left operand: it must
+    be zero there (0 * NaN garbage made whole gradient rows NaN)."""
+    from cosuda.method import _aligned
+    m = torch.randn(5, 13).to(torch.bfloat16)
+    a = _aligned(m)
+    assert torch.equal(a, m) and a.stride(0) * a.element_size() % 16 == 0
+    padding = a.as_strided((5, a.stride(0)), (a.stride(0), 1))[:, 13:]
+    assert torch.equal(padding, torch.zeros_like(padding))
+    aligned = torch.randn(5, 8)
+    assert _aligned(aligned) is aligned
