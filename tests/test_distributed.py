@@ -1,0 +1,117 @@
+"""One run on several processes (gloo on CPU, as NCCL would on GPUs): a shared dictionary,
+sharded evaluation equal to the single-process one, and checkpoints that resume on any
+number of processes."""
+import json
+import os
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
+
+from conftest import TINY_SETS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _init(rank, world, init_file):
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+
+
+def _dictionary_worker(rank, world, init_file, out):
+    from cosuda.config import VARIANTS
+    from cosuda.models import build_model
+    from cosuda.uda import UDAStep
+
+    _init(rank, world, init_file)
+    torch.manual_seed(0)  # the same initial model on every rank, as DDP requires
+    model = build_model("deeplabv2", "resnet18", weights="random", norm="group")
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    net.upsample = model.upsample
+    opt = torch.optim.SGD(model.param_groups(1e-3), lr=1e-3)
+    step = UDAStep(net, opt, VARIANTS["ours11"], num_classes=19, t_cos=0.0, lambda_cos=0.1,
+                   dict_size=25, feature_dims=[512])
+    g = torch.Generator().manual_seed(100 + rank)  # every rank sees different images
+    for _ in range(3):
+        x = torch.rand(1, 3, 32, 48, generator=g)
+        with torch.no_grad():  # labels that the model gets partly right, so process A keeps vectors
+            label = model.upsample(model(x)[1], (32, 48)).argmax(1)
+        label[:, :16] = torch.randint(0, 19, (1, 16, 48), generator=g)
+        step({"image": x, "label": label}, {"image": torch.rand(1, 3, 32, 48, generator=g)})
+    torch.save({"dictionary": step.dictionaries[0].state_dict(),
+                "params": [p.detach().clone() for p in model.parameters()]}, Path(out) / f"rank{rank}.pt")
+    tdist.destroy_process_group()
+
+
+def test_every_rank_holds_the_same_dictionary(tmp_path):
+    mp.spawn(_dictionary_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    d0, d1 = r0["dictionary"], r1["dictionary"]
+    assert d0.keys() == d1.keys()
+    for key in d0:
+        if torch.is_tensor(d0[key]):
+            assert torch.equal(d0[key], d1[key]), key
+    totals = next(v for k, v in d0.items() if torch.is_tensor(v) and v.dtype == torch.int64 and v.dim() == 1)
+    assert totals.sum() > 0, "process A kept nothing: the test would prove nothing"
+    for p0, p1 in zip(r0["params"], r1["params"]):  # DDP kept the replicas identical
+        assert torch.equal(p0, p1)
+
+
+def _eval_worker(rank, world, init_file, out, root):
+    from cosuda.data import Cityscapes
+    from cosuda.models import build_model
+    from cosuda.train import evaluate_run
+
+    _init(rank, world, init_file)
+    torch.manual_seed(0)
+    model = build_model("deeplabv2", "resnet18", weights="random", norm="group").eval()
+    val = Cityscapes(Path(root) / "cityscapes", "val", size=(32, 16), label_size="original")
+    result = evaluate_run(model, val, torch.device("cpu"), nullcontext, progress=False)
+    if rank == 0:
+        torch.save(torch.as_tensor(result["confusion"]), Path(out) / "conf2.pt")
+    tdist.destroy_process_group()
+
+
+def test_two_process_evaluation_equals_one_process(tmp_path, tiny_benchmark):
+    from cosuda.data import Cityscapes
+    from cosuda.models import build_model
+    from cosuda.train import evaluate_run
+
+    mp.spawn(_eval_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(tiny_benchmark)), nprocs=2)
+    torch.manual_seed(0)
+    model = build_model("deeplabv2", "resnet18", weights="random", norm="group").eval()
+    val = Cityscapes(tiny_benchmark / "cityscapes", "val", size=(32, 16), label_size="original")
+    single = evaluate_run(model, val, torch.device("cpu"), nullcontext, progress=False)
+    conf2 = torch.load(tmp_path / "conf2.pt")
+    assert conf2.sum() > 0
+    assert torch.equal(conf2, torch.as_tensor(single["confusion"]))
+
+
+def _cli(args, nproc=1, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "cosuda.train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "cosuda.train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def test_two_process_run_resumes_with_one_process(tmp_path, tiny_benchmark):
+    run = tmp_path / "run"
+    common = ["--preset", "synthetic-ours11", "--out", str(run), "--set", f"data_root={tiny_benchmark}",
+              "--set", "eval_every=2", "--set", "checkpoint_every=2", *TINY_SETS]
+    first = _cli(common + ["--set", "iterations=2"], nproc=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = torch.load(run / "checkpoints" / "iter_0000002.pt", weights_only=False)
+    assert state["world_size"] == 2 and state["iteration"] == 2
+    second = _cli(common + ["--set", "iterations=4", "--resume"], nproc=1)
+    assert second.returncode == 0, second.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["iteration"] == 4 and metrics["world_size"] == 1
+    assert [h["iteration"] for h in metrics["history"]] == [2, 4]
