@@ -31,7 +31,8 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 
 @dataclass
 class Job:
-    """One papermill execution: `notebook` (stem, e.g. "07_adapt") with `parameters`."""
+    """One papermill execution: `notebook` (a stem of notebooks/, e.g. "07_adapt", or the path of
+    any py:percent notebook) with `parameters`."""
     name: str
     notebook: str
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -57,7 +58,7 @@ def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = 
     params = dict(job.parameters)
     params.setdefault("run_dir", str(job_dir))
     output = job_dir / "notebook.ipynb"
-    source = NOTEBOOKS / f"{job.notebook}.py"
+    source = Path(job.notebook) if job.notebook.endswith(".py") else NOTEBOOKS / f"{job.notebook}.py"
     start = time.perf_counter()
     error = None
     old_env = {}
@@ -67,7 +68,7 @@ def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = 
             os.environ[k] = v
         notebook = jupytext.read(source)
         papermill.execute_notebook(notebook, str(output), parameters=params, cwd=str(NOTEBOOKS),
-                                   progress_bar=False, kernel_name="python3")
+                                   progress_bar=False, kernel_name="python3", language="python")
     except Exception as e:  # PapermillExecutionError carries the failing cell and traceback
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
     finally:
