@@ -369,10 +369,15 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
         probe_h, probe_w = 64, 64
         feature_dims = [f.shape[1] for f in model(torch.zeros(1, 3, probe_h, probe_w, device=device))[0]]
     net = model
+    if cfg.compile:
+        # CUDA graphs need static shapes: batch 1 at fixed sizes gives them to the network; the
+        # method's variable-size parts stay eager. On CPU this is plain torch.compile (slow to
+        # build, for experiments). `--set compile=false` (the default) runs eager for debugging.
+        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else "default")
     if dist.is_distributed():
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-        net.upsample = model.upsample  # the step calls model.upsample on whatever it holds
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    net.upsample = model.upsample  # the step calls model.upsample on whatever it holds
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     discriminator = d_optimizer = None
