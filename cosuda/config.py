@@ -76,6 +76,7 @@ class RunConfig:
     poly_power: float = 0.9
     schedule_iterations: int = 250000    # poly horizon of the reference code
     adam_betas: tuple = (0.9, 0.99)
+    scale_lr: bool = False               # multi-GPU: lr x world size (linear scaling rule)
     step_size: int = 50000
     step_gamma: float = 0.1
 
@@ -160,6 +161,11 @@ def _preset_table() -> dict[str, dict[str, Any]]:
                 presets[f"{source}-{net}-{variant}"] = dict(
                     net_kw, **src_kw, source=source, variant=variant, t_cos=t_cos,
                     dict_size=dict_size, lambda_cos=lambda_cos)
+        # Several GPUs under torchrun: each rank takes 1 source + 1 target image, so the effective
+        # batch is N; the linear scaling rule (Goyal et al. 2017) keeps the per-image step: lr x N.
+        for source in _REAL_SOURCES:
+            presets[f"{source}-deeplabv2-{variant}-ddp"] = dict(presets[f"{source}-deeplabv2-{variant}"],
+                                                                 scale_lr=True)
     return presets
 
 

@@ -14,6 +14,7 @@ interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -378,6 +379,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
     net.upsample = model.upsample  # the step calls model.upsample on whatever it holds
+    if cfg.scale_lr and dist.world_size() > 1:  # linear scaling rule for N images per step
+        cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world_size(), d_lr=cfg.d_lr * dist.world_size())
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     discriminator = d_optimizer = None
