@@ -1,6 +1,7 @@
 """Small computations that the lesson notebooks (03-06) display. Nothing here draws: the figures
 are in `cosuda.plots.method`; the method itself is in `cosuda.method` and `cosuda.pseudo`.
 
+    class_id                   a class given by name or trainId -> trainId
     predict                    the lesson model on a few items: features f, logits p, probabilities P
     confidence_histograms      per class, the confidence of the pixels predicted as it (suppl. A)
     exact_thresholds           tau^c from every confidence, sorted (to check ThresholdEstimator)
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from .labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
-__all__ = ["predict", "confidence_histograms", "exact_thresholds", "pseudo_label_quality",
+__all__ = ["class_id", "predict", "confidence_histograms", "exact_thresholds", "pseudo_label_quality",
            "unmatched_classes", "dictionary_bytes", "class_similarity_matrices", "Selection", "select",
            "selected_fraction", "paper_scale_loss", "PAPER_SCALE"]
 
@@ -34,6 +35,21 @@ PAPER_SCALE = {"target_rows": 129 * 65, "dict_size": 2500, "dim": 2048, "num_cla
 
 def _class_name(c: int) -> str:
     return CLASS_NAMES[c] if 0 <= c < len(CLASS_NAMES) else str(c)
+
+
+def class_id(value) -> int:
+    """A class given by its trainId (int) or its name ("car", "Traffic light") -> the trainId.
+
+    Raises ValueError naming the valid names for anything else (exercise answers use this).
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= int(value) < NUM_CLASSES:
+        return int(value)
+    if torch.is_tensor(value) and value.numel() == 1 and not value.is_floating_point():
+        return class_id(int(value))
+    if isinstance(value, str) and value.strip().lower() in CLASS_NAMES:
+        return CLASS_NAMES.index(value.strip().lower())
+    raise ValueError(f"{value!r} is not a class: give a trainId 0-{NUM_CLASSES - 1} or one of the names "
+                     f"{', '.join(CLASS_NAMES)}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -214,3 +214,29 @@ fig = dplots.plot_per_class(per_class, title="Colour-only Gaussian classifier on
 #
 # Use absolute paths (relative ones are read from the kernel's working directory). The
 # statistics resize images to `stats_width`, so real full-resolution images stay cheap.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** Which class has the **largest difference in pixel share** (percentage points) between
+# the GTA5-like and the Cityscapes-like data? Use `counts` from above (pixels per class).
+
+# %% tags=["solution"]
+share_gta5 = 100 * counts["GTA5"] / counts["GTA5"].sum()
+share_cityscapes = 100 * counts["Cityscapes"] / counts["Cityscapes"].sum()
+largest_difference = labels.CLASS_NAMES[int(np.argmax(np.abs(share_gta5 - share_cityscapes)))]
+
+# %%
+from cosuda.exercises import datasets as ex
+
+ex.check_largest_share_difference(largest_difference, counts["GTA5"], counts["Cityscapes"])
+
+# %% [markdown]
+# **2.** Which classes **never occur** in the SYNTHIA-like images we counted? (A list of class
+# names; they are the reason SYNTHIA results are averaged over 16 or 13 classes.)
+
+# %% tags=["solution"]
+absent_in_synthia = [labels.CLASS_NAMES[c] for c in np.flatnonzero(counts["SYNTHIA"] == 0)]
+
+# %%
+ex.check_absent_classes(absent_in_synthia, counts["SYNTHIA"])

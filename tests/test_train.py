@@ -19,11 +19,15 @@ import torch
 
 from cosuda import train as engine
 from cosuda.config import PRESETS, VARIANTS, ConfigError, make_config
-from cosuda.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"source_size": "32x18", "target_size": "32x16", "eval_size": "32x16", "backbone": "resnet18",
         "dict_size": "20", "num_workers": "0", "progress": "false"}
+# The discriminator's five stride-2 4x4 convolutions need at least 32 pixels on each side.
+ADVERSARIAL_SIZES = {"source_size": "64x36", "target_size": "64x32"}
+# One thread: on a shared 2-core machine, two OpenMP threads per process oversubscribe the
+# cores and tiny convolutions become 20x slower (measured), without changing what is tested.
+ONE_THREAD_ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 # Which loss terms each variant must log (eq. 11, eq. 12, Table 4, supplementary C).
 TERMS = {
     "source-only": {"seg_s"}, "oracle": {"seg_t"}, "only-ssl": {"seg_s", "seg_t"},
@@ -36,12 +40,9 @@ CONTRACT_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversaria
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_benchmark")
-    generate(root, seed=0, workers=1, progress=False, config=SyntheticConfig(
-        gta5_count=6, synthia_count=4, cityscapes_train_count=6, cityscapes_val_count=3,
-        gta5_size=(64, 36), synthia_size=(64, 38), cityscapes_size=(64, 32)))
-    return root
+def tiny_root(tiny_benchmark):
+    """The shared tiny benchmark of conftest.py (6 GTA5-like, 6 + 3 Cityscapes-like images)."""
+    return tiny_benchmark
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +54,14 @@ def pseudo_root(tiny_root, tmp_path_factory):
                                      progress=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _restore_determinism():
     # train(deterministic=True) switches PyTorch's global flag on; keep the other tests unaffected
@@ -61,8 +70,12 @@ def _restore_determinism():
     torch.use_deterministic_algorithms(before)
 
 
+def _sizes(preset):
+    return dict(TINY, **ADVERSARIAL_SIZES) if VARIANTS[PRESETS[preset]["variant"]]["adversarial"] else TINY
+
+
 def _config(preset, root, pseudo=None, **overrides):
-    values = dict(TINY, data_root=str(root))
+    values = dict(_sizes(preset), data_root=str(root))
     if pseudo is not None:
         values["pseudo_root"] = str(pseudo)
     values.update({k: str(v) if not isinstance(v, str) else v for k, v in overrides.items()})
@@ -70,7 +83,7 @@ def _config(preset, root, pseudo=None, **overrides):
 
 
 def _cli_args(preset, out, root, pseudo=None, **overrides):
-    values = dict(TINY, data_root=str(root), **{k: str(v) for k, v in overrides.items()})
+    values = dict(_sizes(preset), data_root=str(root), **{k: str(v) for k, v in overrides.items()})
     if pseudo is not None:
         values["pseudo_root"] = str(pseudo)
     args = [sys.executable, "-m", "cosuda.train", "--preset", preset, "--out", str(out)]
@@ -157,8 +170,8 @@ def test_checkpoints_hold_the_whole_state_and_are_written_atomically(tiny_root, 
 # --- interrupt and resume ------------------------------------------------------------------
 def test_killed_run_resumed_from_the_command_line_ends_like_an_uninterrupted_one(tiny_root, pseudo_root, tmp_path):
     """SIGKILL at some point after the checkpoint at iteration 4, then --resume: same metrics.json."""
-    settings = dict(iterations=12, eval_every=2, checkpoint_every=2, deterministic="true")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    settings = dict(iterations=8, eval_every=2, checkpoint_every=2, deterministic="true")
+    env = ONE_THREAD_ENV
     a, b = tmp_path / "a", tmp_path / "b"
     subprocess.run(_cli_args("synthetic-with-adv", a, tiny_root, pseudo_root, **settings), cwd=REPO, env=env,
                    check=True, capture_output=True, timeout=300)
@@ -177,13 +190,13 @@ def test_killed_run_resumed_from_the_command_line_ends_like_an_uninterrupted_one
         if proc.poll() is None:
             proc.kill()
     killed = json.loads((b / "metrics.json").read_text())
-    assert killed["finished"] is False and killed["iteration"] < 12, "the kill came too late to test anything"
+    assert killed["finished"] is False and killed["iteration"] < 8, "the kill came too late to test anything"
 
     subprocess.run(_cli_args("synthetic-with-adv", b, tiny_root, pseudo_root, **settings) + ["--resume"],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    assert mb["finished"] is True and mb["iteration"] == 12
-    assert [h["iteration"] for h in mb["history"]] == [2, 4, 6, 8, 10, 12]
+    assert mb["finished"] is True and mb["iteration"] == 8
+    assert [h["iteration"] for h in mb["history"]] == [2, 4, 6, 8]
     assert _comparable(mb) == _comparable(ma)
 
 
@@ -249,7 +262,7 @@ def test_unknown_preset_exits_non_zero_from_the_shell(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "cosuda.train", "--preset", "gta5-deeplabv3-ours", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+                          env=ONE_THREAD_ENV)
     assert proc.returncode != 0
     assert "gta5-deeplabv3-ours" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists()

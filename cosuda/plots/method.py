@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from ..labels import CLASS_NAMES, IGNORE_INDEX, PALETTE, colorize
 from .. import lessons
 
-__all__ = ["confidence_histograms", "label_maps", "class_split", "class_bars", "pseudo_label_quality",
+__all__ = ["confidence_histograms", "label_maps", "label_rows", "class_split", "class_bars", "pseudo_label_quality",
            "fill_levels", "vector_ages", "similarity_matrices", "selection_curves", "magnitude_bars",
            "threshold_view", "threshold_widget"]
 
@@ -142,7 +142,7 @@ def _draw_map(ax, label, shade=None, grid: bool = False) -> None:
     rgb = colorize(_np(label)).astype(np.float64) / 255.0
     if shade is not None:
         mask = _np(shade).astype(bool)
-        rgb[mask] = 0.35 * rgb[mask] + 0.65 * GREY  # "grey shaded parts" of Fig. B.1
+        rgb[mask] = 0.45 * rgb[mask] + 0.55 * GREY  # "grey shaded parts" of Fig. B.1
     ax.imshow(rgb, interpolation="nearest")
     h, w = rgb.shape[:2]
     if grid and max(h, w) <= 80:  # one cell = one feature vector
@@ -194,6 +194,33 @@ def label_maps(panels: Mapping[str, object], image=None, shade: Mapping[str, obj
     return fig
 
 
+def label_rows(images: Sequence[object], columns: Mapping[str, Sequence[object]]):
+    """One row per image: the image, then one label map per column ({title: [maps (H, W)]}),
+    coloured with the palette (255 = black), with a legend of the classes present."""
+    n = len(images)
+    if n == 0 or any(len(maps) != n for maps in columns.values()):
+        raise ValueError(f"label_rows: need as many maps in every column as images ({n}), got "
+                         f"{ {k: len(v) for k, v in columns.items()} }")
+    ncols = 1 + len(columns)
+    first = _np(images[0])
+    h, w = (first.shape[1:] if first.shape[0] == 3 else first.shape[:2])
+    panel_w = 2.8
+    fig, axes = plt.subplots(n, ncols, figsize=(panel_w * ncols, n * panel_w * h / w + 1.0), squeeze=False)
+    for r in range(n):
+        img = _np(images[r])
+        axes[r, 0].imshow(img.transpose(1, 2, 0) if img.shape[0] == 3 else img)
+        axes[r, 0].set_axis_off()
+        for k, (title, maps) in enumerate(columns.items(), start=1):
+            _draw_map(axes[r, k], maps[r])
+            if r == 0:
+                axes[r, k].set_title(title, fontsize=8)
+    axes[0, 0].set_title("image", fontsize=8)
+    maps = [m for column in columns.values() for m in column]
+    _class_legend(fig, _present(*maps), ignore=any((_np(m) == IGNORE_INDEX).any() for m in maps))
+    fig.tight_layout(rect=(0, 0.9 / (n * panel_w * h / w + 1.0), 1, 1))
+    return fig
+
+
 def class_split(class_map, prefix: str = "S", noun: str = "vectors", max_panels: int = 8, ncols: int = 4):
     """Process A / B as pictures: for each class in `class_map` (h, w) (255 = not used), a panel
     with only that class's cells coloured, titled "<prefix>^<class>: n vectors" (eq. 6 / 7).
@@ -235,7 +262,7 @@ def class_bars(values: Mapping[str, object], classes: Sequence[int] | None = Non
         classes = [c for c in range(len(next(iter(arrays.values()))))
                    if any(np.nan_to_num(a[c]) != 0 for a in arrays.values())]
     classes = list(classes)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(classes) * max(1, len(arrays)) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.5 * len(classes) * max(1, len(arrays)) + 2)), 3.4))
     x = np.arange(len(classes))
     width = 0.8 / max(len(arrays), 1)
     for k, (name, a) in enumerate(arrays.items()):
@@ -282,7 +309,7 @@ def vector_ages(ages: Mapping[int, object], iteration: int, dict_size: int):
     rng = np.random.default_rng(0)
     for row, c in enumerate(classes):
         a = _np(ages[c]).reshape(-1)
-        ax.scatter(a + 1, row + rng.uniform(-0.3, 0.3, len(a)), s=3, color=_colour(c), alpha=0.6,
+        ax.scatter(a + 1, row + rng.uniform(-0.3, 0.3, len(a)), s=7, color=_colour(c), alpha=0.5,
                    edgecolors="none")
         full = "full" if len(a) >= dict_size else f"{len(a)}/{dict_size}"
         ax.text(iteration + 0.6, row, f"{full}, oldest from it. {int(a.min()) + 1}", va="center", fontsize=7)
@@ -317,25 +344,29 @@ def similarity_matrices(matrices: Mapping[int, torch.Tensor], t_cos: float, clas
     rows = -(-len(classes) // ncols)
     fig, axes = plt.subplots(rows, ncols, figsize=(4.2 * ncols, 2.3 * rows + 0.6), squeeze=False)
     image = None
+    low = min(float(_np(matrices[c]).min()) for c in classes)
     for ax, c in zip(axes.flat, classes):
         m = _np(matrices[c])
         shown = m[:max_rows, :max_cols]
         selected = shown > t_cos
-        ax.imshow(np.ma.masked_where(selected, shown), cmap=_UNSELECTED, vmin=-1, vmax=1,
+        # unselected in greys up to T_cos, selected in blues from T_cos to 1 (Fig. 3: bluer = more similar)
+        ax.imshow(np.ma.masked_where(selected, shown), cmap=_UNSELECTED, vmin=min(low, t_cos - 0.1), vmax=t_cos,
                   aspect="auto", interpolation="nearest")
-        image = ax.imshow(np.ma.masked_where(~selected, shown), cmap=_SELECTED, vmin=0, vmax=1,
+        image = ax.imshow(np.ma.masked_where(~selected, shown), cmap=_SELECTED, vmin=min(t_cos, 0.99), vmax=1,
                           aspect="auto", interpolation="nearest")
         n_sel = int((m > t_cos).sum())
         ax.set_title(f"M^{_name(c)}: {m.shape[0]}x{m.shape[1]}, {n_sel} > T_cos "
                      f"({100.0 * n_sel / max(m.size, 1):.0f}%)", fontsize=8)
-        ax.set_xlabel("dictionary vectors D^c", fontsize=7)
+        cut = " (first rows/columns)" if shown.shape != m.shape else ""
+        ax.set_xlabel("dictionary vectors D^c" + cut, fontsize=7)
         ax.set_ylabel("target vectors T^c", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(classes):]:
         ax.set_axis_off()
     fig.tight_layout(rect=(0, 0, 0.93, 1))
     cax = fig.add_axes((0.945, 0.15, 0.012, 0.7))
-    fig.colorbar(image, cax=cax).set_label(f"cosine similarity (selected, > {t_cos:.2f})", fontsize=7)
+    fig.colorbar(image, cax=cax).set_label(f"cosine similarity of the selected elements (> {t_cos:.2f}); "
+                                          "grey: not selected", fontsize=7)
     return fig
 
 

@@ -1,0 +1,195 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 — Source-only training: how far does a model get without adaptation?
+#
+# **The question.** A segmentation network trained only on the labelled source (GTA5-like
+# renders) is the starting point of every method in the paper, and it is the "separately
+# trained model" of supplementary A whose confident predictions become the target's
+# pseudo-labels. How good is it on the unlabelled target (Cityscapes-like photographs), and
+# which classes does the domain gap hurt most?
+#
+# **The experiment.** Train DeepLabV2 with the source segmentation loss only (eq. 1,
+# $\mathcal{L}^S_{seg}$: pixel-wise cross-entropy of the upsampled prediction, eq. 5), evaluate
+# on target val every few iterations (a curve like the paper's Fig. 4), and compare the same
+# model on source images with target images: the difference is the domain gap that the
+# following lessons try to close.
+#
+# **Honest labelling.** By default this runs the `synthetic-source-only` preset on the
+# synthetic benchmark (ResNet-18 from random weights at 160x90 pixels), with smoke-sized
+# settings so that the notebook runs in under a minute: the numbers are *synthetic* and
+# short-trained, never the paper's. The last section shows how to run the real experiment.
+
+# %% tags=["parameters"]
+preset: str = "synthetic-source-only"  # any preset of `python -m cosuda.train --list-presets`
+iterations: int = 30  # training iterations (the synthetic preset's full run: 800)
+eval_every: int = 10  # evaluate on target val every this many iterations
+seed: int = 0  # seeds the initialisation and the order of the images
+data_root: str = ""  # empty: the preset's data (the synthetic benchmark, generated if missing)
+eval_max_items: int = 20  # evaluate on the first N target val images; 0 = the whole split
+oracle_run: str = ""  # a finished oracle run (e.g. runs/reproduce/oracle-seed0) to compare with
+n_examples: int = 3  # target val images shown with their predictions
+run_dir: str = "runs/notebooks/02_source_only"  # where the run is written; a finished run is reused
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+
+from cosuda import plots
+from cosuda.config import REPO_ROOT, make_config
+from cosuda.data import GTA5, SYNTHIA, Cityscapes
+from cosuda.labels import CLASS_NAMES
+from cosuda.metrics import evaluate, iou_markdown
+from cosuda.train import ensure_trained, load_run_model, resolve_paths
+
+torch.manual_seed(seed)
+
+
+def resolve(path: str) -> Path:
+    """A path parameter: absolute, or relative to the repository root."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+
+
+run_path = resolve(run_dir)
+overrides = {"iterations": iterations, "eval_every": eval_every, "seed": seed, "eval_max_items": eval_max_items,
+             # one checkpoint at the end of a short run; long runs keep the preset's interval
+             "checkpoint_every": min(iterations, make_config(preset).checkpoint_every)}
+if data_root:
+    overrides["data_root"] = str(resolve(data_root))
+cfg = make_config(preset, overrides)
+print(f"preset {preset}: variant {cfg.variant}, {cfg.arch} on {cfg.backbone} ({cfg.weights} weights), "
+      f"{cfg.optimizer} lr {cfg.lr:g}, source {cfg.source} at {cfg.source_size[0]}x{cfg.source_size[1]}, "
+      f"target at {cfg.target_size[0]}x{cfg.target_size[1]}, {cfg.iterations} iterations")
+
+# %% [markdown]
+# ## Training
+#
+# `cosuda.train.ensure_trained` trains the preset into `run_dir`, or reuses that run if it
+# already finished with the same settings (an unfinished one is resumed from its newest
+# checkpoint; a different configuration in the same folder is refused rather than
+# overwritten). The run writes `metrics.json` (mIoU history, per-class IoU of the last
+# evaluation) and checkpoints that hold everything needed to resume.
+
+# %%
+start = time.perf_counter()
+metrics = ensure_trained(preset, run_path, overrides, progress=True)
+print(f"{metrics['iteration']} iterations in {run_path.relative_to(REPO_ROOT) if run_path.is_relative_to(REPO_ROOT) else run_path} "
+      f"({time.perf_counter() - start:.0f} s in this session; "
+      f"{metrics['train']['iterations_per_second'] or float('nan'):.2f} it/s when it trained)")
+print(f"target val mIoU19 {metrics['miou19']:.1f}% (best snapshot {metrics['best']['miou19']:.1f}% at "
+      f"iteration {metrics['best']['iteration']}), mIoU16 {metrics['miou16']:.1f}%, mIoU13 {metrics['miou13']:.1f}%")
+
+# %% [markdown]
+# ## The mIoU curve on target val
+#
+# Evaluation follows the field's protocol (`cosuda.metrics.evaluate`): predict at the
+# evaluation size, upsample the logits bilinearly to the label's resolution, accumulate one
+# confusion matrix over the split, IoU per class, mean over the 19 classes.
+
+# %%
+# Figure: mIoU19 of the source-only model on target val against training iterations.
+fig = plots.miou_curves({f"{cfg.variant} (seed {seed})": [metrics]});
+
+# %% [markdown]
+# ## Where does the gap hurt? Source images against target images
+#
+# The same model evaluated on source images (which it was trained on: an optimistic,
+# in-domain number) and on target val. The difference is the domain gap plus some
+# overfitting; per class it shows which classes transfer and which do not.
+
+# %%
+model, run_cfg = load_run_model(run_path, "cpu")
+paths = resolve_paths(run_cfg)
+source_cls = GTA5 if run_cfg.source == "gta5" else SYNTHIA
+source_set = source_cls(paths.source, size=tuple(run_cfg.source_size), image_dir=run_cfg.source_image_dir or None)
+on_source = evaluate(model, source_set, max_items=eval_max_items or None, progress=False)
+print(f"mIoU19 on {len(source_set) if not eval_max_items else min(eval_max_items, len(source_set))} source "
+      f"training images: {on_source['miou19']:.1f}%   on target val: {metrics['miou19']:.1f}%")
+rows = {f"on source ({run_cfg.source}, seen in training)": on_source["per_class_iou"],
+        "on target val": np.array([np.nan if v is None else v for v in metrics["per_class_iou"]])}
+if oracle_run:
+    oracle = json.loads((resolve(oracle_run) / "metrics.json").read_text())
+    rows[f"oracle on target val ({oracle['iteration']} it., seed {oracle['seed']})"] = np.array(
+        [np.nan if v is None else v for v in oracle["per_class_iou"]])
+display(Markdown(iou_markdown(rows)))
+
+# %%
+# Figure: per-class IoU of the source-only model on source images and on target val (and the oracle's if given).
+fig = plots.per_class_bars(rows);
+
+# %%
+gap = rows[list(rows)[0]] - rows["on target val"]
+order = [c for c in np.argsort(np.nan_to_num(gap, nan=-np.inf))[::-1] if not np.isnan(gap[c])]
+print("largest drops from source to target (IoU points): "
+      + ", ".join(f"{CLASS_NAMES[c]} {gap[c]:.1f}" for c in order[:4]))
+
+# %% [markdown]
+# ## Predictions on target images
+#
+# Target image, ground truth and the source-only prediction, coloured with the Cityscapes
+# palette (black = ignore).
+
+# %%
+# Figure: target val images, their ground truth and the source-only model's prediction.
+val = Cityscapes(paths.target, "val", size=tuple(run_cfg.eval_size))
+images, truths, preds = [], [], []
+with torch.inference_mode():
+    for i in range(min(n_examples, len(val))):
+        item = val[i]
+        _, logits = model(item["image"][None])
+        preds.append(model.upsample(logits, tuple(item["label"].shape)).argmax(1)[0].numpy())
+        truths.append(item["label"].numpy())
+        images.append(item["image"].permute(1, 2, 0).numpy())
+fig = plots.qualitative(images, {"ground truth": truths, f"{run_cfg.variant} prediction": preds});
+
+# %% [markdown]
+# ## What to take away
+#
+# - A source-only model is far from useless on the target: the classes whose appearance
+#   and layout transfer (road, sky, building, vegetation) are recognised; thin and rare
+#   classes and those whose look changes most collapse. This gap is what the paper's
+#   methods try to close, starting from this model's pseudo-labels (lesson 03).
+# - With smoke-sized settings the numbers here move a lot between runs and seeds: compare
+#   variants only with the full preset and several seeds (`python -m cosuda.runner reproduce`).
+#
+# ## Running the real experiment (GPU)
+#
+# The paper's settings are presets (section 4.1, Table 5): DeepLabV2-ResNet101 from ImageNet
+# weights, SGD at 2.5e-4 with the poly schedule, batch 1, GTA5 at 1280x720 (SYNTHIA at
+# 1280x760) and Cityscapes at 1024x512. With the three datasets under one folder
+# (`/data/gta5`, `/data/synthia`, `/data/cityscapes`, layouts in `data/README.md`):
+#
+# ```bash
+# python -m cosuda.train --preset gta5-deeplabv2-source-only --out runs/gta5/source-only --set data_root=/data
+# python -m cosuda.train --preset synthia-deeplabv2-source-only --out runs/synthia/source-only --set data_root=/data
+# # FCN-8s-VGG16 (Adam 1e-5, step schedule):
+# python -m cosuda.train --preset gta5-fcn8s-source-only --out runs/gta5/fcn8s-source-only --set data_root=/data
+# ```
+#
+# The paper trains on the CycleGAN-translated GTA5 images of BDL (add
+# `--set source_image_dir=/data/gta5_cyclegan`, same file names). ImageNet weights come from
+# torchvision's cache (`$TORCH_HOME/hub/checkpoints`). A run can be interrupted at any time
+# and continued with `--resume`; `--set eval_every=2000` gives the paper's Fig. 4 spacing.
+# This notebook runs the same preset through papermill:
+#
+# ```bash
+# papermill notebooks/02_source_only.ipynb runs/gta5/02.ipynb -p preset gta5-deeplabv2-source-only \
+#     -p data_root /data -p iterations 120000 -p eval_every 2000 -p eval_max_items 0 \
+#     -p run_dir runs/gta5/source-only
+# ```
+#
+# Its checkpoint then makes the pseudo-labels for the self-training variants:
+# `python -m cosuda.train --pseudo-labels-from runs/gta5/source-only --out runs/gta5/pseudo_labels`.
