@@ -88,12 +88,19 @@ def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = 
 
 
 def run_jobs(jobs: list[Job], out_root: Path, executor: str = "local", gpus: int | None = None,
-             slurm: dict | None = None) -> list[JobResult]:
-    """Execute `jobs`: sequentially (local), one per visible GPU (gpus), or via submitit (slurm)."""
+             slurm: dict | None = None, parallel: int = 1) -> list[JobResult]:
+    """Execute `jobs`: on this machine (`parallel` at a time), one per visible GPU (gpus), or via
+    submitit (slurm)."""
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    if executor == "local":
+    if executor == "local" and parallel <= 1:
         results = [execute(job, out_root) for job in jobs]
+    elif executor == "local":
+        # Small CPU runs scale better as several 1-thread processes than as one multi-threaded one.
+        threads = str(max(1, (os.cpu_count() or 1) // parallel))
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+            results = list(pool.map(lambda job: _execute_in_subprocess(job, out_root, env), jobs))
     elif executor == "gpus":
         n = gpus or _gpu_count()
         if n < 1:
@@ -228,13 +235,15 @@ def main_jobs(out_root: Path, iterations: int, seed: int) -> list[Job]:
 
 
 def reproduce_jobs(out_root: Path, variants: list[str], seeds: list[int], iterations: int,
-                   pseudo_root: Path) -> list[Job]:
+                   pseudo_root: Path, preset_prefix: str = "synthetic", data_root: str = "") -> list[Job]:
     jobs = []
     for variant in variants:
         for seed in seeds:
-            jobs.append(Job(f"{variant}-seed{seed}", "07_adapt",
-                            {"preset": f"synthetic-{variant}", "iterations": iterations, "seed": seed,
-                             "pseudo_root": str(pseudo_root)}))
+            params = {"preset": f"{preset_prefix}-{variant}", "iterations": iterations, "seed": seed,
+                      "pseudo_root": str(pseudo_root)}
+            if data_root:
+                params["data_root"] = data_root
+            jobs.append(Job(f"{variant}-seed{seed}", "07_adapt", params))
     return jobs
 
 
@@ -257,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--pseudo-root", default="", help="default: made from a source-only run (seed 0)")
     for p in (p_main, p_rep):
         p.add_argument("--executor", default="local", choices=["local", "gpus", "slurm", "submitit-local"])
+    p_rep.add_argument("--parallel", type=int, default=1, help="local executor: runs at a time")
+    p_rep.add_argument("--preset-prefix", default="synthetic",
+                       help="e.g. gta5-deeplabv2 for the real experiments (then also --data-root)")
+    p_rep.add_argument("--data-root", default="", help="folder with gta5/ synthia/ cityscapes/ (real data)")
     p_tab = sub.add_parser("table", help="print the results table of finished runs")
     p_tab.add_argument("out")
     args = parser.parse_args(argv)
@@ -272,14 +285,18 @@ def main(argv: list[str] | None = None) -> int:
         pseudo_root = Path(args.pseudo_root) if args.pseudo_root else out_root / "pseudo_labels"
         if not pseudo_root.exists():
             # the pseudo-labels of every SSL row come from one separately trained source-only model
-            prep = run_jobs([Job("pseudo-source-only", "02_source_only", {"iterations": args.iterations, "seed": 0}),
+            source_params = {"preset": f"{args.preset_prefix}-source-only", "iterations": args.iterations, "seed": 0}
+            if args.data_root:
+                source_params["data_root"] = args.data_root
+            prep = run_jobs([Job("pseudo-source-only", "02_source_only", source_params),
                              Job("pseudo-labels", "03_pseudo_labels",
                                  {"source_run": str(out_root / "pseudo-source-only"),
                                   "pseudo_root": str(pseudo_root)})], out_root / "_prep", "local")
             if not all(r.ok for r in prep):
                 return 1
-        results = run_jobs(reproduce_jobs(out_root, args.variants, args.seeds, args.iterations, pseudo_root),
-                           out_root, args.executor)
+        jobs = reproduce_jobs(out_root, args.variants, args.seeds, args.iterations, pseudo_root,
+                              args.preset_prefix, args.data_root)
+        results = run_jobs(jobs, out_root, args.executor, parallel=args.parallel)
     table = results_table(out_root)
     (out_root / "results.md").write_text(
         "Synthetic benchmark (not the paper's real data). mIoU19 in %, mean ± std over seeds.\n\n" + table + "\n")
