@@ -74,7 +74,7 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
-    schedule_iterations: int = 250000    # poly horizon of the reference code
+    schedule_iterations: int = 250000    # poly horizon of the reference code; 0 = `iterations`
     adam_betas: tuple = (0.9, 0.99)
     scale_lr: bool = False               # multi-GPU: lr x world size (linear scaling rule)
     step_size: int = 50000
@@ -146,7 +146,7 @@ SYNTHETIC = dict(
     source="gta5", arch="deeplabv2", backbone="resnet18", weights="random", norm="group",
     data_root=str(SYNTHETIC_ROOT), source_size=(160, 90), target_size=(160, 80),
     eval_size=(160, 80), iterations=800, optimizer="adam", lr=1e-4, schedule="poly",
-    schedule_iterations=800, weight_decay=5e-4, lambda_cos=0.1, t_cos=0.6, dict_size=500, eval_every=200,
+    schedule_iterations=0, weight_decay=5e-4, lambda_cos=0.1, t_cos=0.6, dict_size=500, eval_every=200,
     checkpoint_every=200, num_workers=0, lambda_adv=0.001, d_lr=1e-4, log_every=10,
 )
 

@@ -236,11 +236,12 @@ def main_jobs(out_root: Path, iterations: int, seed: int) -> list[Job]:
 
 def reproduce_jobs(out_root: Path, variants: list[str], seeds: list[int], iterations: int,
                    pseudo_root: Path, preset_prefix: str = "synthetic", data_root: str = "") -> list[Job]:
+    source_run = out_root / "_prep" / "pseudo-source-only"  # made the pseudo-labels
     jobs = []
-    for variant in variants:
-        for seed in seeds:
+    for seed in seeds:  # seed-major: an interrupted grid still has every variant at the first seeds
+        for variant in variants:
             params = {"preset": f"{preset_prefix}-{variant}", "iterations": iterations, "seed": seed,
-                      "pseudo_root": str(pseudo_root)}
+                      "pseudo_root": str(pseudo_root), "compare_with": str(source_run)}
             if data_root:
                 params["data_root"] = data_root
             jobs.append(Job(f"{variant}-seed{seed}", "07_adapt", params))

@@ -202,7 +202,7 @@ def build_optimizer(cfg: RunConfig, model) -> torch.optim.Optimizer:
 def build_scheduler(cfg: RunConfig, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     schedule = cfg.schedule if cfg.schedule != "auto" else ("poly" if cfg.optimizer == "sgd" else "step")
     if schedule == "poly":  # 'poly' policy, power 0.9, over the reference 250k horizon
-        horizon = max(cfg.schedule_iterations, cfg.iterations)
+        horizon = max(cfg.schedule_iterations or cfg.iterations, cfg.iterations)  # 0: this run's length
         rule = lambda it: (1 - min(it, horizon - 1) / horizon) ** cfg.poly_power
     else:  # FCN-8s: 'step' policy, x0.1 every 50k iterations
         rule = lambda it: cfg.step_gamma ** (it // cfg.step_size)

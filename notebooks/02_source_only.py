@@ -30,13 +30,15 @@
 
 # %% tags=["parameters"]
 preset: str = "synthetic-source-only"  # any preset of `python -m cosuda.train --list-presets`
-iterations: int = 30  # training iterations (the synthetic preset's full run: 800)
-eval_every: int = 10  # evaluate on target val every this many iterations
+iterations: int = 40  # training iterations (the synthetic preset's full run: 800)
+eval_every: int = 0  # evaluate on target val every this many iterations; 0 = iterations // 4
 seed: int = 0  # seeds the initialisation and the order of the images
 data_root: str = ""  # empty: the preset's data (the synthetic benchmark, generated if missing)
-eval_max_items: int = 20  # evaluate on the first N target val images; 0 = the whole split
+eval_max_items: int = 0  # evaluate on the first N target val images; 0 = the whole split
+source_eval_items: int = 40  # source images for the source-vs-target comparison
 oracle_run: str = ""  # a finished oracle run (e.g. runs/reproduce/oracle-seed0) to compare with
 n_examples: int = 3  # target val images shown with their predictions
+keep_checkpoints: int = 1  # checkpoints kept in run_dir (each ~140 MB for the synthetic preset)
 run_dir: str = "runs/notebooks/02_source_only"  # where the run is written; a finished run is reused
 
 # %%
@@ -64,9 +66,11 @@ def resolve(path: str) -> Path:
 
 
 run_path = resolve(run_dir)
+eval_every = eval_every or max(1, iterations // 4)
 overrides = {"iterations": iterations, "eval_every": eval_every, "seed": seed, "eval_max_items": eval_max_items,
              # one checkpoint at the end of a short run; long runs keep the preset's interval
-             "checkpoint_every": min(iterations, make_config(preset).checkpoint_every)}
+             "checkpoint_every": min(iterations, make_config(preset).checkpoint_every),
+             "keep_checkpoints": keep_checkpoints}
 if data_root:
     overrides["data_root"] = str(resolve(data_root))
 cfg = make_config(preset, overrides)
@@ -115,9 +119,9 @@ model, run_cfg = load_run_model(run_path, "cpu")
 paths = resolve_paths(run_cfg)
 source_cls = GTA5 if run_cfg.source == "gta5" else SYNTHIA
 source_set = source_cls(paths.source, size=tuple(run_cfg.source_size), image_dir=run_cfg.source_image_dir or None)
-on_source = evaluate(model, source_set, max_items=eval_max_items or None, progress=False)
-print(f"mIoU19 on {len(source_set) if not eval_max_items else min(eval_max_items, len(source_set))} source "
-      f"training images: {on_source['miou19']:.1f}%   on target val: {metrics['miou19']:.1f}%")
+on_source = evaluate(model, source_set, max_items=source_eval_items, progress=False)
+print(f"mIoU19 on {min(source_eval_items, len(source_set))} source training images: {on_source['miou19']:.1f}%   "
+      f"on target val: {metrics['miou19']:.1f}%")
 rows = {f"on source ({run_cfg.source}, seen in training)": on_source["per_class_iou"],
         "on target val": np.array([np.nan if v is None else v for v in metrics["per_class_iou"]])}
 if oracle_run:

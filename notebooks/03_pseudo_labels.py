@@ -89,8 +89,8 @@ fig = mplots.confidence_histograms(hist, edges, tau, cap=cap, medians=medians);
 
 # %% [markdown]
 # Two things stand out. Confidence differs a lot between classes: road and sky are predicted with
-# high confidence, small or confusable classes much lower. A single global threshold would keep
-# almost all of the road and none of the rest. And the median is a *rank*: whatever the scale, it
+# high confidence, small or confusable classes much lower, so a single global threshold would keep
+# the confident classes and little of the others. And the median is a *rank*: whatever the scale, it
 # keeps the more confident half of each predicted class; the cap only matters for classes whose
 # median is above 0.9, where it lets more than half through.
 #

@@ -33,6 +33,8 @@ def check_remaining(answer, batches, size: int, c: int) -> Result:
     if verdict is not None:
         return verdict
     try:
+        if isinstance(answer, (str, bytes)):
+            raise TypeError
         given = [int(a) for a in answer]
     except (TypeError, ValueError):
         return wrong("give a list of ids, e.g. [3, 7, 8].")

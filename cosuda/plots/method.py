@@ -205,7 +205,8 @@ def label_rows(images: Sequence[object], columns: Mapping[str, Sequence[object]]
     first = _np(images[0])
     h, w = (first.shape[1:] if first.shape[0] == 3 else first.shape[:2])
     panel_w = 2.8
-    fig, axes = plt.subplots(n, ncols, figsize=(panel_w * ncols, n * panel_w * h / w + 1.0), squeeze=False)
+    height = n * (panel_w * h / w + 0.15) + 0.75
+    fig, axes = plt.subplots(n, ncols, figsize=(panel_w * ncols, height), squeeze=False)
     for r in range(n):
         img = _np(images[r])
         axes[r, 0].imshow(img.transpose(1, 2, 0) if img.shape[0] == 3 else img)
@@ -217,7 +218,7 @@ def label_rows(images: Sequence[object], columns: Mapping[str, Sequence[object]]
     axes[0, 0].set_title("image", fontsize=8)
     maps = [m for column in columns.values() for m in column]
     _class_legend(fig, _present(*maps), ignore=any((_np(m) == IGNORE_INDEX).any() for m in maps))
-    fig.tight_layout(rect=(0, 0.9 / (n * panel_w * h / w + 1.0), 1, 1))
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
     return fig
 
 
@@ -328,7 +329,7 @@ def vector_ages(ages: Mapping[int, object], iteration: int, dict_size: int):
 # Notebook 06: similarity matrices and T_cos
 # --------------------------------------------------------------------------------------------
 _SELECTED = plt.get_cmap("Blues")
-_UNSELECTED = ListedColormap(plt.get_cmap("Greys")(np.linspace(0.05, 0.45, 64)))
+_UNSELECTED = ListedColormap(plt.get_cmap("Greys")(np.linspace(0.3, 0.7, 64)))  # Fig. 3: dark grey
 
 
 def similarity_matrices(matrices: Mapping[int, torch.Tensor], t_cos: float, classes: Sequence[int] | None = None,

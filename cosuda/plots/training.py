@@ -69,27 +69,40 @@ def qualitative(images: Sequence[np.ndarray], columns: dict[str, Sequence[np.nda
     """Fig. 5: target image | ground truth | predictions of each method, one row per image.
 
     `images`: (H, W, 3) arrays in [0, 1] or uint8; `columns`: {title: [trainId maps (H, W)]}.
+    The legend below lists the colours of the classes that appear in the label maps shown.
     """
+    from matplotlib.patches import Patch
+
     rows = min(len(images), max_rows)
     ncols = 1 + len(columns)
-    fig, axes = plt.subplots(rows, ncols, figsize=(2.6 * ncols + 1.5, 1.5 * rows + 0.4), squeeze=False)
+    h, w = np.asarray(images[0]).shape[:2]
+    cell_w = 2.8
+    present = sorted({int(c) for maps in columns.values() for m in list(maps)[:rows]
+                      for c in np.unique(np.asarray(m)) if c < len(CLASS_NAMES)})
+    legend_cols = 6
+    legend_h = 0.17 * (-(-len(present) // legend_cols)) + 0.15
+    fig_h = cell_w * h / w * rows + 0.3 * rows + legend_h
+    fig, axes = plt.subplots(rows, ncols, figsize=(cell_w * ncols, fig_h), squeeze=False)
     for r in range(rows):
         axes[r, 0].imshow(images[r])
         for c, (title, maps) in enumerate(columns.items(), start=1):
-            axes[r, c].imshow(colorize(maps[r]))
+            axes[r, c].imshow(colorize(maps[r]), interpolation="nearest")
             if r == 0:
                 axes[r, c].set_title(title, fontsize=9)
         if r == 0:
             axes[r, 0].set_title("target image", fontsize=9)
         for ax in axes[r]:
             ax.axis("off")
-    palette_legend(axes[0, -1])
-    fig.tight_layout()
+    handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in present]
+    fig.legend(handles=handles, loc="lower center", ncol=min(legend_cols, max(len(present), 1)), fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, legend_h / fig_h, 1, 1))
     return fig
 
 
 def beside_paper(synthetic: dict[str, Sequence[float]], paper: dict[str, dict[str, float | None]],
-                 synthetic_label: str = "synthetic benchmark (this repository)", metric: str = "mIoU19"):
+                 synthetic_label: str = "synthetic benchmark (this repository)", metric: str = "mIoU19",
+                 paper_label: str = "paper, real data (DeepLabV2-ResNet101)"):
     """Two panels: synthetic mean ± std over seeds (dots = seeds) | the paper's numbers on real data.
 
     `synthetic`: {row name: [final mIoU of each seed]}; `paper`: {column label (e.g.
@@ -119,7 +132,7 @@ def beside_paper(synthetic: dict[str, Sequence[float]], paper: dict[str, dict[st
     if finite:
         right.set_xlim(min(finite) - 2, max(finite) + 1)  # the paper's rows differ by tenths
     right.set_xlabel("mIoU (%), as published")
-    right.set_title("paper, real data (DeepLabV2-ResNet101)", fontsize=10)
+    right.set_title(paper_label, fontsize=10)
     right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
