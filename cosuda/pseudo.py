@@ -125,7 +125,8 @@ def _png_name(name: str) -> str:
 
 
 def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, batch_size: int = 1,
-                           num_workers: int = 0, progress: bool = True, cap: float = 0.9) -> torch.Tensor:
+                           num_workers: int = 0, progress: bool = True, cap: float = 0.9,
+                           reduce_histograms=None, write_summary: bool = True) -> torch.Tensor:
     """Write pseudo-labels (supplementary A) for every item of `dataset` under `out_dir`.
 
     Pass 1 collects the class-wise thresholds from the softmax of the model's prediction,
@@ -141,6 +142,9 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
     dataset: items are dicts with `image` (3, H, W) and `name`.
     size: (W, H) at which labels are written; default the image's size (the prediction is
     upsampled bilinearly to it, as for evaluation).
+    reduce_histograms: called with the (C, bins) int64 histogram after pass 1, to sum it in place
+    over the ranks of a distributed run when each rank was given a shard of the target set:
+    the thresholds are then those of the whole set. write_summary: False on all ranks but one.
     """
     out_dir = Path(out_dir)
     if len(dataset) == 0:
@@ -166,6 +170,8 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
             if estimator is None:
                 estimator = ThresholdEstimator(probs.shape[1], cap=cap)
             estimator.update(probs)
+        if reduce_histograms is not None:
+            reduce_histograms(estimator.hist)
         thresholds = estimator.compute()
         num_classes = thresholds.shape[0]
         for names, probs in predictions("pseudo-labels 2/2: writing"):
@@ -183,5 +189,6 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
         "predicted_pixels": {_class_name(c, num_classes): int(n) for c, n in enumerate(counts)},
         "cap": cap, "bins": estimator.bins, "images": len(dataset),
     }
-    (out_dir / "thresholds.json").write_text(json.dumps(summary, indent=2))
+    if write_summary:
+        (out_dir / "thresholds.json").write_text(json.dumps(summary, indent=2))
     return thresholds

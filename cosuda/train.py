@@ -593,13 +593,18 @@ def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, devic
     from .data import Cityscapes
     from .pseudo import generate_pseudo_labels
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+    dist.init_from_env("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(f"cuda:{dist.local_rank()}" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model, cfg = load_run_model(run_dir, dev)
     paths = resolve_paths(cfg)
     out = Path(out) if out else (Path(cfg.pseudo_root) if cfg.pseudo_root else Path(run_dir) / "pseudo_labels")
     dataset = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
-    generate_pseudo_labels(model, dataset, out, device=dev, progress=progress)
+    if dist.world_size() > 1:  # each rank labels a shard; the threshold histograms are summed
+        dataset = torch.utils.data.Subset(dataset, range(dist.rank(), len(dataset), dist.world_size()))
+    generate_pseudo_labels(model, dataset, out, device=dev, progress=progress and dist.is_main(),
+                           reduce_histograms=dist.all_reduce_sum, write_summary=dist.is_main())
+    dist.barrier()
     return out
 
 
