@@ -192,13 +192,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-# The paper's numbers beside which the synthetic results are shown (different benchmark!).
-PAPER_ROWS = {  # variant: (DeepLabV2 GTA5->CS mIoU19, Table) from Tables 1 and 4
-    "source-only": (None, ""), "oracle": (None, ""),
-    "only-ssl": (48.65, "Tab. 4"), "ssl-adv": (48.41, "Tab. 4"), "adversarial": (45.1, "Tab. 1"),
-    "ours11": (46.6, "Tab. 1"), "ours": (49.7, "Tab. 2/4"), "wo-dict": (49.33, "Tab. 4"),
-    "wo-split": (48.93, "Tab. 4"), "with-adv": (48.71, "Tab. 4"),
-}
+def paper_row(variant: str, source: str = "gta5", arch: str = "deeplabv2") -> str:
+    """The paper's mIoU for the variant (DeepLabV2, GTA5->Cityscapes by default), as text."""
+    from .paper_results import paper_miou
+
+    value = paper_miou(source, arch, variant)
+    return "—" if value is None else f"{value:.2f}"
+
+
+ROW_ORDER = ["source-only", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict", "wo-split",
+             "with-adv", "oracle"]
 
 
 def results_table(out_root: Path, metric: str = "miou19") -> str:
@@ -206,17 +209,15 @@ def results_table(out_root: Path, metric: str = "miou19") -> str:
     runs = collect(out_root)
     lines = ["| variant | seeds | synthetic mIoU19, final (mean ± std) | synthetic, best snapshot | "
              "paper, GTA5→CS DeepLabV2 (real data) |", "|---|---|---|---|---|"]
-    order = list(PAPER_ROWS) + sorted(set(runs) - set(PAPER_ROWS))
+    order = ROW_ORDER + sorted(set(runs) - set(ROW_ORDER))
     for name in order:
         if name not in runs:
             continue
         final = mean_std([m.get(metric) for m in runs[name]])
         best = mean_std([m.get("best", {}).get(metric) for m in runs[name]])
         seeds = ",".join(str(m.get("seed")) for m in runs[name])
-        paper, table = PAPER_ROWS.get(name, (None, ""))
-        paper_text = f"{paper:.2f} ({table})" if paper is not None else "—"
         lines.append(f"| {name} | {seeds} | {final[0]:.2f} ± {final[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} "
-                     f"| {paper_text} |")
+                     f"| {paper_row(name)} |")
     return "\n".join(lines)
 
 
