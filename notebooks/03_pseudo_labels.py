@@ -199,7 +199,8 @@ print(f"{len(with_pseudo)} items read with pseudo-labels; file vs in-memory: "
 # %%
 (REPO_ROOT / run_dir).mkdir(parents=True, exist_ok=True)
 summary = {"images_measured": len(indices), "kept_total": round(quality["kept_total"], 4),
-           "accuracy_before": round(quality["accuracy_before"], 4), "accuracy_after": round(quality["accuracy_after"], 4),
+           "accuracy_before": round(quality["accuracy_before"], 4),
+           "accuracy_after": round(quality["accuracy_after"], 4),
            "thresholds_all": {CLASS_NAMES[c]: round(float(t), 4) for c, t in enumerate(tau_all)},
            "pseudo_root": str(pseudo_root)}
 (REPO_ROOT / run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

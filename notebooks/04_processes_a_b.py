@@ -99,7 +99,8 @@ fig = mplots.label_maps({"y^s (label)": y_s[0], "y~^s = I_nearest(y^s)": y_tilde
 # %%
 s_feats, s_classes = method.process_a(f_s, p_s, y_s)
 c_hat_s = torch.where(correct, c_max_s, torch.full_like(c_max_s, IGNORE_INDEX))
-print(f"process A: {s_feats.shape[0]} vectors of size {s_feats.shape[1]}: {names(torch.bincount(s_classes, minlength=NUM_CLASSES))}")
+print(f"process A: {s_feats.shape[0]} vectors of size {s_feats.shape[1]}: "
+      f"{names(torch.bincount(s_classes, minlength=NUM_CLASSES))}")
 # Figure: The correctly classified source vectors split by class: the S^c of eq. 6.
 fig = mplots.class_split(c_hat_s, prefix="S", noun="vectors");
 

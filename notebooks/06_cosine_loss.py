@@ -77,9 +77,16 @@ for i in range(source_images):
 # pseudo-labels; with the lesson model, eq. 7 would give almost the same split (lesson 04).
 tgt = lessons.predict(model, target_set, [target_index])
 t_feats, t_classes = method.process_b(tgt["features"], tgt["logits"])
-print(f"dictionary: " + ", ".join(f"{CLASS_NAMES[c]} {int(n)}" for c, n in enumerate(dictionary.counts) if n > 0))
+
+
+def names(counts):
+    """'road 37, building 55, ...' for the classes with a non-zero count."""
+    return ", ".join(f"{CLASS_NAMES[c]} {int(n)}" for c, n in enumerate(counts) if n > 0)
+
+
+print(f"dictionary: {names(dictionary.counts)}")
 print(f"target image {target_index}: {t_feats.shape[0]} vectors of size {k}: "
-      + ", ".join(f"{CLASS_NAMES[c]} {int(n)}" for c, n in enumerate(torch.bincount(t_classes, minlength=NUM_CLASSES)) if n > 0))
+      f"{names(torch.bincount(t_classes, minlength=NUM_CLASSES))}")
 
 # %% [markdown]
 # ## The similarity matrices
@@ -97,8 +104,8 @@ fig = mplots.similarity_matrices(M, t_cos, classes=largest);
 # %%
 for c in largest:
     m = M[c]
-    print(f"M^{CLASS_NAMES[c]:12s} {m.shape[0]:4d} x {m.shape[1]:3d}: similarities from {m.min():.2f} to {m.max():.2f}, "
-          f"mean {m.mean():.2f}; {100 * (m > t_cos).double().mean():.0f}% above T_cos = {t_cos}")
+    print(f"M^{CLASS_NAMES[c]:12s} {m.shape[0]:4d} x {m.shape[1]:3d}: similarities from {m.min():.2f} to "
+          f"{m.max():.2f}, mean {m.mean():.2f}; {100 * (m > t_cos).double().mean():.0f}% above T_cos = {t_cos}")
 
 # %% [markdown]
 # Two observations. The rows are striped: some target vectors resemble almost the whole
@@ -170,7 +177,8 @@ for c, m in M.items():
     selected_rows[torch.nonzero(t_classes == c).flatten()] = (m > t_cos).any(dim=1)
 moved = target.grad.abs().sum(dim=1) > 0
 print(f"target features: gradient norm {target.grad.norm():.2e}; rows with a gradient: {int(moved.sum())} "
-      f"= rows with a selected element: {int(selected_rows.sum())} (same rows: {bool(torch.equal(moved, selected_rows))})")
+      f"= rows with a selected element: {int(selected_rows.sum())} "
+      f"(same rows: {bool(torch.equal(moved, selected_rows))})")
 print(f"dictionary vectors: every .grad is None: {all(b.grad is None for b in bank)}")
 
 # %% [markdown]
@@ -212,8 +220,8 @@ print(f"L_cos, mean        {mean_value:9.4f}   {mean_grad:.2e}")
 print(f"L_cos, sum         {sum_value:9.1f}   {sum_grad:.2e}")
 print(f"sum / mean: {sum_value / mean_value:.0f}x in value, {sum_grad / mean_grad:.0f}x in gradient")
 for lam in (0.001, 0.01, 0.1):
-    print(f"lambda_cos = {lam:5}: gradient of lambda x L_cos / gradient of L_seg^S = {lam * mean_grad / seg_grad:.1e} (mean), "
-          f"{lam * sum_grad / seg_grad:.1e} (sum)")
+    print(f"lambda_cos = {lam:5}: gradient of lambda x L_cos / gradient of L_seg^S = "
+          f"{lam * mean_grad / seg_grad:.1e} (mean), {lam * sum_grad / seg_grad:.1e} (sum)")
 
 # %% [markdown]
 # At this toy scale (a few hundred target vectors and dictionary vectors per class) the sum is

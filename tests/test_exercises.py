@@ -94,7 +94,8 @@ def test_threshold():
 def test_precision():
     pseudo = torch.tensor([0, 0, 0, 0, 1, 255])
     label = torch.tensor([0, 0, 1, 255, 1, 0])
-    reference = ((label == 0) & (pseudo == 0) & (label != 255)).sum().item() / ((pseudo == 0) & (label != 255)).sum().item()
+    kept_road = (pseudo == 0) & (label != 255)
+    reference = ((label == 0) & kept_road).sum().item() / kept_road.sum().item()  # the notebook's solution
     assert reference == pytest.approx(2 / 3)
     passes(ex_pseudo.check_precision(reference, pseudo, label, "road"))
     fails(ex_pseudo.check_precision(100 * reference, pseudo, label, 0), "percentage")
@@ -274,7 +275,8 @@ def test_stored_notebook_shows_every_reference_answer_passing(stem):
     checks = _check_cells(nb)
     assert 2 <= len(checks) <= 3, f"{stem}: expected 2-3 exercises, found {len(checks)}"
     for cell in checks:
-        shown = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs if o.output_type == "execute_result")
+        shown = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs
+                        if o.output_type == "execute_result")
         assert shown.startswith("Right"), f"{stem}: the check `{cell.source.splitlines()[-1]}` shows {shown!r}"
 
 

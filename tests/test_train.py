@@ -1,8 +1,9 @@
 """The training engine as users rely on it: every variant trains, a killed run resumes to the same
 numbers, checkpoints hold the whole state, and bad configurations fail before anything is written.
 
-Runs on a tiny synthetic benchmark (generated once per session) at 32x16 pixels, so each run
-takes a second or two; the kill-and-resume test drives the real command line in subprocesses.
+Runs on the tiny synthetic benchmark of conftest.py at 32x16 pixels (64x32 for the adversarial
+variants), so each run takes a second or two; the kill-and-resume test drives the real command
+line in subprocesses.
 """
 from __future__ import annotations
 

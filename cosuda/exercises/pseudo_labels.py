@@ -46,7 +46,8 @@ def check_threshold(answer, confidence, predicted, c, cap: float = 0.9, tol: flo
         median = float(mine.median())  # the lower median; numpy's mean of the two middle ones is as good
         truth = min(median, cap)
     if abs(value - truth) <= tol:
-        return right(f"tau = {truth:.4f}" + (f" (the median {median:.4f} was capped at {cap})" if median > cap else "."))
+        capped = f" (the median {median:.4f} was capped at {cap})" if median > cap else "."
+        return right(f"tau = {truth:.4f}{capped}")
     if median > cap and abs(value - median) <= tol:
         return wrong(f"the median is right, but it is above {cap}: supplementary A sets tau to {cap} then.")
     if mine.numel() and abs(value - float(mine.mean())) <= tol:
