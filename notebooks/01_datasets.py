@@ -69,6 +69,7 @@ for name, ds in [("GTA5", gta5), ("SYNTHIA", synthia), ("Cityscapes train", city
 # e.g. the ego vehicle's bonnet at the bottom of Cityscapes frames).
 
 # %%
+# Figure: Samples of the three domains: image and colourised label (official Cityscapes palette) for GTA5-like, SYNTHIA-like and Cityscapes-like data.
 fig = dplots.show_samples({"GTA5": gta5, "SYNTHIA": synthia, "Cityscapes": cityscapes_val},
                           n=n_samples, seed=seed);
 
@@ -81,6 +82,7 @@ fig = dplots.show_samples({"GTA5": gta5, "SYNTHIA": synthia, "Cityscapes": citys
 # all: this is why SYNTHIA results are averaged over 16 (or 13) classes.
 
 # %%
+# Figure: Pixel share of each class per domain (log scale): the label distributions differ between the synthetic sources and the target.
 def resized(ds, make):
     """The same dataset at stats_width (aspect ratio of its first image kept)."""
     w, h = Image.open(ds.images[0]).size
@@ -111,10 +113,12 @@ for cls in ("road", "sky", "person", "rider", "bicycle", "truck", "terrain"):
 # hues, and blur and sensor noise soften the edges the sources draw crisply.
 
 # %%
+# Figure: Mean colour of each class per domain: the same class looks different in the target.
 stats = {name: data.domain_statistics(ds, max_items=max_items) for name, ds in stats_sets.items()}
 fig = dplots.plot_class_colours({name: s["class_mean_rgb"] for name, s in stats.items()});
 
 # %%
+# Figure: Per-channel intensity histograms per domain: the target's colour statistics differ from the sources'.
 fig = dplots.plot_channel_histograms({name: s["channel_hist"] for name, s in stats.items()});
 
 # %%
@@ -137,6 +141,7 @@ for name in ("GTA5", "SYNTHIA"):
 # paper's cosine-similarity loss on features, can build on.
 
 # %%
+# Figure: A colour-and-position pixel classifier trained on each domain and tested on the target: trained on a source, it does clearly worse.
 def pixel_features(dataset, n_images, stride=4):
     """Features (N, 4) float32 = RGB + row (0 at the top, 1 at the bottom) and labels (N,) of every
     stride-th pixel of n_images images spread over the dataset; ignored pixels dropped."""

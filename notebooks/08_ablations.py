@@ -42,9 +42,11 @@ pseudo_root: str = "runs/lessons/pseudo_labels"  # pseudo-labels for the SSL row
 source_run: str = "runs/lessons/source-only"  # the source-only model that makes missing pseudo-labels
 source_iterations: int = 150  # its iterations if it must be trained (synthetic only)
 results_dir: str = ""  # a folder of finished runs (<variant>-seed<N>/metrics.json): only read and plot
+keep_models: bool = False  # keep each finished run's checkpoint (~140 MB each); the tables need only metrics.json
 run_dir: str = "runs/notebooks/08_ablations"  # where this notebook's runs go (one folder per variant and seed)
 
 # %%
+import shutil
 import time
 from pathlib import Path
 
@@ -117,6 +119,8 @@ else:
                 overrides["pseudo_root"] = str(pseudo_path)
             start = time.perf_counter()
             m = ensure_trained(f"{task}-{v}", out / f"{v}-seed{seed}", overrides, progress=False)
+            if not keep_models:  # a finished run is still recognised (and reused) by its metrics.json
+                shutil.rmtree(out / f"{v}-seed{seed}" / "checkpoints", ignore_errors=True)
             print(f"{v:12s} seed {seed}: {metric} {m[metric]:5.1f}% after {m['iteration']} iterations "
                   f"({time.perf_counter() - start:.0f} s)")
     print(f"all runs: {time.perf_counter() - start_all:.0f} s")

@@ -43,10 +43,12 @@ pseudo_root: str = "runs/lessons/pseudo_labels"  # pseudo-labels of the target t
 source_run: str = "runs/lessons/source-only"  # the source-only model that makes missing pseudo-labels
 source_iterations: int = 150  # its iterations if it must be trained (synthetic only)
 results_dir: str = ""  # a folder of finished sweep runs (tcos<T>-dict<D>-seed<N>/): only read and plot
+keep_models: bool = False  # keep each finished run's checkpoint (~140 MB each); the tables need only metrics.json
 run_dir: str = "runs/notebooks/09_hyperparameters"  # where the sweep's runs go
 
 # %%
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -134,6 +136,8 @@ else:
                 overrides["data_root"] = str(resolve(data_root))
             start = time.perf_counter()
             m = ensure_trained(preset, out / f"{name(t, d)}-seed{seed}", overrides, progress=False)
+            if not keep_models:  # a finished run is still recognised (and reused) by its metrics.json
+                shutil.rmtree(out / f"{name(t, d)}-seed{seed}" / "checkpoints", ignore_errors=True)
             print(f"T_cos {t:<5g} dict-size {d:<5d} seed {seed}: mIoU19 {m['miou19']:5.2f}% "
                   f"({time.perf_counter() - start:.0f} s)")
     print(f"all runs: {time.perf_counter() - start_all:.0f} s")

@@ -4,5 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-export MPLBACKEND=Agg
 .venv/bin/python -m cosuda.runner main "$@"

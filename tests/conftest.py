@@ -5,7 +5,6 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 TINY_SETS = ["--set", "source_size=32x18", "--set", "target_size=32x16", "--set", "eval_size=32x16",
              "--set", "dict_size=20", "--set", "num_workers=0", "--set", "progress=false"]

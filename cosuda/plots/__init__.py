@@ -5,7 +5,9 @@ writes ``from cosuda import plots; plots.show_samples(...)``.
 """
 from .datasets import *  # noqa: E402,F401,F403
 from .datasets import __all__ as _datasets_all  # noqa: E402
+from .method import *  # noqa: E402,F401,F403
+from .method import __all__ as _method_all  # noqa: E402
 from .training import *  # noqa: E402,F401,F403
 from .training import __all__ as _training_all  # noqa: E402
 
-__all__ = [*_datasets_all, *_training_all]
+__all__ = [*_datasets_all, *_method_all, *_training_all]
