@@ -242,5 +242,10 @@ def validate(cfg: RunConfig) -> None:
         size = getattr(cfg, name)
         if len(size) != 2 or min(size) <= 0:
             raise ConfigError(f"{name} must be (W, H) with positive values, got {size}")
+    if VARIANTS[cfg.variant]["adversarial"]:
+        small = [n for n in ("source_size", "target_size") if min(getattr(cfg, n)) < 32]
+        if small:
+            raise ConfigError(f"{', '.join(small)} below 32 px: the discriminator's five stride-2 4x4 "
+                              "convolutions (supplementary C) need at least 32 pixels per side")
     if not -1.0 <= cfg.t_cos <= 1.0:
         raise ConfigError(f"t_cos is a cosine similarity threshold in [-1, 1], got {cfg.t_cos}")

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 source_params["data_root"] = args.data_root
             prep = run_jobs([Job("pseudo-source-only", "02_source_only", source_params),
                              Job("pseudo-labels", "03_pseudo_labels",
-                                 {"source_run": str(out_root / "pseudo-source-only"),
+                                 {"source_run": str(out_root / "_prep" / "pseudo-source-only"),
                                   "pseudo_root": str(pseudo_root)})], out_root / "_prep", "local")
             if not all(r.ok for r in prep):
                 return 1

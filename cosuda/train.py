@@ -338,14 +338,9 @@ def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str | None = None) -> dict:
     """Train `cfg` into `run_dir`; returns the final metrics (also in run_dir/metrics.json)."""
-    from .models import build_model
-    from .uda import UDAStep
-
     device = resolve_device(cfg)
     dist.init_from_env(str(device))
     setup = prepare(cfg, run_dir, resume)
-    run_dir = setup["run_dir"]
-    source_ds, target_ds, val_ds = setup["datasets"]
     precision = resolve_precision(cfg, device)
     if precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -353,8 +348,21 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.deterministic
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(cfg, run_dir, resume, preset, device, setup, precision)
+    finally:  # a notebook kernel keeps its own setting after the run
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precision) -> dict:
+    from .models import build_model
+    from .uda import UDAStep
+
+    run_dir = setup["run_dir"]
+    source_ds, target_ds, val_ds = setup["datasets"]
     autocast = autocast_factory(precision, device)
 
     # Seeds first, so that random initialisation is part of the seeded run.
@@ -398,6 +406,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
                    autocast=autocast, scaler=scaler, device=device)
 
     start, history = 0, []
+    loss_sums, loss_steps = {}, 0
     if setup["checkpoint"] is not None:
         state = setup["checkpoint"]
         model.load_state_dict(state["model"])
@@ -412,6 +421,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
         step.load_state_dict(state["uda"])
         _set_rng_state(state["rng"])
         start, history = state["iteration"], state["history"]
+        loss_sums, loss_steps = state.get("loss_sums", {}), state.get("loss_steps", 0)
         if dist.is_main():
             print(f"[cosuda] resuming {run_dir} at iteration {start}", flush=True)
 
@@ -427,6 +437,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "uda": step.state_dict(), "rng": _rng_state(),
             "history": history, "world_size": dist.world_size(),
+            "loss_sums": loss_sums, "loss_steps": loss_steps,
             "scaler": scaler.state_dict() if scaler is not None else None,
         }
         if discriminator is not None:
@@ -446,7 +457,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
             "miou13": last.get("miou13"), "per_class_iou": last.get("per_class_iou"),
             "class_names": list(CLASS_NAMES),
             "best": {k: best.get(k) for k in ("iteration", "miou19", "miou16", "miou13")},
-            "history": [{k: h[k] for k in ("iteration", "miou19", "miou16", "miou13")} for h in history],
+            "history": [{k: h.get(k) for k in ("iteration", "miou19", "miou16", "miou13", "losses")}
+                        for h in history],
             "train": train_stats, "precision": precision, "device": str(device),
             "world_size": dist.world_size(),
         }
@@ -473,6 +485,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
             src = _to_device(next(source_iter), device, cfg.channels_last) if source_iter else None
             tgt = _to_device(next(target_iter), device, cfg.channels_last) if target_iter else None
             logs = step(src, tgt)
+            for k, v in logs.items():  # mean loss terms between evaluations, for the curves
+                loss_sums[k] = loss_sums.get(k, 0.0) + v
+            loss_steps += 1
             scheduler.step()
             if discriminator is not None:
                 d_scheduler.step()
@@ -495,7 +510,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
                 net.train()
                 history.append({"iteration": iteration, "miou19": _json_float(result["miou19"]),
                                 "miou16": _json_float(result["miou16"]), "miou13": _json_float(result["miou13"]),
-                                "per_class_iou": [_json_float(x) for x in result["per_class_iou"]]})
+                                "per_class_iou": [_json_float(x) for x in result["per_class_iou"]],
+                                "losses": {k: round(v / max(loss_steps, 1), 5) for k, v in loss_sums.items()}})
+                loss_sums, loss_steps = {}, 0
                 metrics = write_metrics(iteration == cfg.iterations)
                 if bar is not None:
                     bar.write(f"[{preset or cfg.variant}] iteration {iteration}: mIoU19 {result['miou19']:.2f}")

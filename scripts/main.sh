@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
+export OMP_WAIT_POLICY=PASSIVE  # see cosuda/__init__.py
 .venv/bin/python -m cosuda.runner main "$@"

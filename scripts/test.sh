@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
+export OMP_WAIT_POLICY=PASSIVE  # see cosuda/__init__.py
 bash scripts/install_browser.sh   # Debian's chromium + Playwright, for the course-site test
 export PYTHONHASHSEED=0
 .venv/bin/python -m pytest "$@"
