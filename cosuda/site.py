@@ -134,6 +134,8 @@ def reference(name: str, catalog: dict[str, dict[str, str]]) -> str:
     if inspect.isclass(obj) or inspect.isfunction(obj):  # documented where it is defined
         module, rest = obj.__module__, obj.__qualname__.split(".")
     if rest and rest[0] in catalog.get(module, {}):
+        if catalog[module][rest[0]] == "data":  # `CLASS_NAMES.index`: the entry is CLASS_NAMES
+            rest = rest[:1]
         return f"{{py:obj}}`{module}.{'.'.join(rest)}`"
     return plain
 

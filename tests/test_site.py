@@ -261,3 +261,11 @@ def test_screenshot_of_the_cosine_loss_page_is_saved(crawl):
         print("[test_site] no screenshot of the cosine-loss page: notebooks/06_cosine_loss.ipynb does not exist yet")
         pytest.skip("notebooks/06_cosine_loss.ipynb does not exist yet: no screenshot of the cosine-loss page")
     assert (SCREENSHOTS / "06_cosine_loss.png").stat().st_size > 10_000
+
+
+def test_reference_to_a_method_of_module_data_links_the_data_entry():
+    from cosuda.site import api_catalog, reference
+
+    catalog = api_catalog(["cosuda.labels"])
+    assert reference("cosuda.labels.CLASS_NAMES.index", catalog) == "{py:obj}`cosuda.labels.CLASS_NAMES`"
+    assert reference("cosuda.labels.colorize", catalog) == "{py:obj}`cosuda.labels.colorize`"
