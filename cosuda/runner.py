@@ -174,10 +174,13 @@ def _run_submitit(jobs: list[Job], out_root: Path, executor: str, slurm: dict) -
 
 # --- results tables ------------------------------------------------------------------------
 def collect(out_root: Path) -> dict[str, list[dict]]:
-    """{run name without the seed suffix: [metrics of each seed]} from out_root/*/metrics.json."""
+    """{run name without the seed suffix: [metrics of each seed]} from out_root/*/metrics.json
+    of finished runs."""
     runs: dict[str, list[dict]] = {}
     for path in sorted(Path(out_root).glob("*/metrics.json")):
         metrics = json.loads(path.read_text())
+        if not metrics.get("finished", True):  # an interrupted run is not a result
+            continue
         name = path.parent.name.rsplit("-seed", 1)[0]
         runs.setdefault(name, []).append(metrics)
     return runs

@@ -31,3 +31,11 @@ def test_collect_groups_seeds_and_table_shows_them(tmp_path):
     assert "0,1" in row and "42.00 ± 2.83" in row and "43.00 ± 2.83" in row
     assert "49.70" in row  # the paper's number, in its own column
     assert "real data" in table.splitlines()[0]
+
+
+def test_interrupted_runs_are_not_results(tmp_path):
+    _write(tmp_path, "ours-seed0", 0, 40.0, 41.0)
+    d = tmp_path / "ours-seed1"
+    d.mkdir()
+    (d / "metrics.json").write_text(json.dumps({"seed": 1, "miou19": 5.0, "finished": False}))
+    assert len(collect(tmp_path)["ours"]) == 1
