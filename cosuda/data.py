@@ -180,6 +180,21 @@ class _PairedDataset(torch.utils.data.Dataset):
             self.images.append(image)
             self.labels.append(label)
 
+    def _flat_layout(self, what: str, root, image_dir, image_folder: str, label_folder: Path, list_file) -> None:
+        """GTA5 / SYNTHIA: root/<image_folder>/X.png paired with root/<label_folder>/X.png."""
+        self.root = Path(root)
+        fix = (f"Expected the {what} layout root/{image_folder}/*.png + root/{label_folder.as_posix()}/*.png "
+               "(see data/README.md).")
+        _require_dir(self.root, f"{what} root", fix)
+        self.image_dir = Path(image_dir) if image_dir is not None else self.root / image_folder
+        _require_dir(self.image_dir, f"{what} image folder", fix)
+        _require_dir(self.root / label_folder, f"{what} label folder", fix)
+        if list_file is not None:
+            self.names = _read_list_file(list_file, (f"{image_folder}/",))
+        else:
+            self.names = _scan(self.image_dir, "*.png")
+        self._finish(self.image_dir, lambda n: self.root / label_folder / n, fix)
+
     def __len__(self) -> int:
         return len(self.names)
 
@@ -272,17 +287,7 @@ class GTA5(_PairedDataset):
 
     def __init__(self, root, size=None, list_file=None, image_dir=None, label_size=None):
         super().__init__(size, label_size)
-        self.root = Path(root)
-        fix = "Expected the GTA5 layout root/images/*.png + root/labels/*.png (see data/README.md)."
-        _require_dir(self.root, "GTA5 root", fix)
-        self.image_dir = Path(image_dir) if image_dir is not None else self.root / "images"
-        _require_dir(self.image_dir, "GTA5 image folder", fix)
-        _require_dir(self.root / "labels", "GTA5 label folder", fix)
-        if list_file is not None:
-            self.names = _read_list_file(list_file, ("images/",))
-        else:
-            self.names = _scan(self.image_dir, "*.png")
-        self._finish(self.image_dir, lambda n: self.root / "labels" / n, fix)
+        self._flat_layout("GTA5", root, image_dir, "images", Path("labels"), list_file)
 
 
 class SYNTHIA(_PairedDataset):
@@ -297,17 +302,7 @@ class SYNTHIA(_PairedDataset):
 
     def __init__(self, root, size=None, list_file=None, image_dir=None, label_size=None):
         super().__init__(size, label_size)
-        self.root = Path(root)
-        fix = "Expected the SYNTHIA layout root/RGB/*.png + root/GT/LABELS/*.png (see data/README.md)."
-        _require_dir(self.root, "SYNTHIA root", fix)
-        self.image_dir = Path(image_dir) if image_dir is not None else self.root / "RGB"
-        _require_dir(self.image_dir, "SYNTHIA image folder", fix)
-        _require_dir(self.root / "GT" / "LABELS", "SYNTHIA label folder", fix)
-        if list_file is not None:
-            self.names = _read_list_file(list_file, ("RGB/",))
-        else:
-            self.names = _scan(self.image_dir, "*.png")
-        self._finish(self.image_dir, lambda n: self.root / "GT" / "LABELS" / n, fix)
+        self._flat_layout("SYNTHIA", root, image_dir, "RGB", Path("GT") / "LABELS", list_file)
 
     def _read_raw_label(self, path: Path) -> np.ndarray:
         return read_synthia_label(path)
