@@ -9,7 +9,8 @@ Random weights and random images at the paper's sizes (GTA5 1280x720 source, Cit
 configurations are measured in the same process:
   defaults  fp32 (TF32 off), eval-mode BatchNorm, per-class reference cosine loss, eager;
   fast      bf16 autocast (GPU) / fp32 (CPU), frozen BN folded into the convs, sorted/grouped
-            cosine loss, channels_last and torch.compile(mode="reduce-overhead") on the model (GPU).
+            cosine loss, a bfloat16 dictionary, fused SGD, channels_last and the whole step
+            captured by torch.compile(mode="reduce-overhead") (CUDA graphs; --compile, GPU).
 Reported: s/iter (median), peak memory, FLOPs of a step (torch.utils.flop_counter) and MFU
 against --peak-tflops, the share of the step spent in processes A/B + dictionary + cosine
 loss, evaluation images/s (logits upsampled to 2048x1024), and pseudo-label images/s.
@@ -62,16 +63,24 @@ def measure(args, fast: bool, device: torch.device) -> dict:
         model.to(memory_format=torch.channels_last)
     with torch.no_grad():
         dims = [f.shape[1] for f in model(torch.zeros(1, 3, 64, 64, device=device))[0]]
+    compile_mode = args.compile if fast else "off"
     net = model
-    if fast and args.compile and device.type == "cuda":
-        net = torch.compile(model, mode="reduce-overhead")
+    if compile_mode == "model":
+        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
         net.upsample = model.upsample
-    opt = torch.optim.SGD(model.param_groups(2.5e-4), lr=2.5e-4, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(model.param_groups(2.5e-4), lr=2.5e-4, momentum=0.9, weight_decay=5e-4,
+                          **({"fused": True} if fast and device.type == "cuda" else {}))
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else \
         (lambda: torch.autocast(device.type, enabled=False))
+    dict_dtype = "bfloat16" if precision == "bf16" else "float32"  # no per-step cast of the bank
     step = UDAStep(net, opt, VARIANTS["ours"], num_classes=19, t_cos=0.6, lambda_cos=0.01,
                    dict_size=args.dict_size, feature_dims=dims, cos_impl="auto" if fast else "reference",
-                   autocast=autocast, device=device)
+                   autocast=autocast, device=device, dict_dtype=dict_dtype,
+                   compile="step" if compile_mode == "step" else "off")
+    t0 = time.perf_counter()
+    step(_batch(args.source_size, 19, device, channels_last), _batch(args.target_size, 19, device, channels_last))
+    _sync(device)
+    compile_seconds = time.perf_counter() - t0  # the first step: compilation and capture, if any
     src = _batch(args.source_size, 19, device, channels_last)
     tgt = _batch(args.target_size, 19, device, channels_last)
     for _ in range(args.warmup):
@@ -86,31 +95,37 @@ def measure(args, fast: bool, device: torch.device) -> dict:
         step(src, tgt)
         _sync(device)
         times.append(time.perf_counter() - t0)
+    result = {"precision": precision, "fold_bn": fast, "compile": compile_mode, "channels_last": channels_last,
+              "s_per_iter": statistics.median(times), "first_step_s": compile_seconds}
+    if device.type == "cuda":
+        result["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    # The rest is measured on an eager step of the same configuration: a captured step has no
+    # profiler ranges inside, and compiled graphs are invisible to the FLOP counter.
+    eager = UDAStep(model, opt, VARIANTS["ours"], num_classes=19, t_cos=0.6, lambda_cos=0.01,
+                    dict_size=args.dict_size, feature_dims=dims, autocast=autocast, device=device,
+                    cos_impl="auto" if fast else "reference", dict_dtype=dict_dtype)
     # The method's share of the step, backward included: the profiler's time in the
-    # "cosuda.method" region (processes A/B, enqueue, loss forward) plus the loss's backward node.
+    # "cosuda.method" region (processes A/B, enqueue, loss forward) plus the loss's backward node,
+    # over the eager step's time.
     from torch.profiler import ProfilerActivity, profile
 
+    eager(src, tgt)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    eager_times = []
     with profile(activities=activities) as prof:
-        for _ in range(min(args.iters, 3)):
-            step(src, tgt)
-        _sync(device)
+        for _ in range(3):
+            t0 = time.perf_counter()
+            eager(src, tgt)
+            _sync(device)
+            eager_times.append(time.perf_counter() - t0)
     events = prof.key_averages()
     key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
     method_us = sum(getattr(e, key, 0) for e in events if e.key == "cosuda.method" or
                     ("CosineLoss" in e.key and "Backward" in e.key))
-    step_us = min(args.iters, 3) * statistics.median(times) * 1e6
-    result = {"method_share_profiled": method_us / step_us}
-    result.update({"precision": precision, "fold_bn": fast, "compile": bool(fast and args.compile and device.type == "cuda"),
-              "channels_last": channels_last, "s_per_iter": statistics.median(times),
-              "method_share_forward": step.method_seconds / sum(times)})
-    if device.type == "cuda":
-        result["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
-    # FLOPs of one eager step (compiled graphs are not visible to the counter)
+    result["method_share_profiled"] = method_us / (sum(eager_times) * 1e6)
+    result["method_ms_profiled"] = method_us / 3 / 1e3
     from torch.utils.flop_counter import FlopCounterMode
 
-    eager = UDAStep(model, opt, VARIANTS["ours"], num_classes=19, t_cos=0.6, lambda_cos=0.01,
-                    dict_size=args.dict_size, feature_dims=dims, autocast=autocast, device=device)
     with FlopCounterMode(display=False) as counter:
         eager(src, tgt)
     result["tflop_per_step"] = counter.get_total_flops() / 1e12
@@ -152,7 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=0.0, help="e.g. 989 for an H100 SXM in bf16 dense")
-    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--compile", choices=("off", "model", "step"), default=None,
+                   help="capture for the fast path (default: step on CUDA, off on CPU)")
     p.add_argument("--cpu-preset", action="store_true", help="DeepLabV2-ResNet18 at the synthetic sizes")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 iteration (CI)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -162,6 +178,8 @@ def main(argv=None) -> int:
     if args.smoke:
         args.source_size, args.target_size, args.iters, args.warmup, args.dict_size = (64, 36), (64, 32), 1, 1, 50
     device = torch.device(args.device)
+    if args.compile is None:
+        args.compile = "step" if device.type == "cuda" else "off"
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -102,9 +102,15 @@ class RunConfig:
     precision: str = "auto"              # auto (bf16 on capable GPUs, fp32 on CPU) | fp32 | tf32 | bf16 | fp16
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     deterministic: bool = False
-    compile: bool = False                # torch.compile(mode="reduce-overhead") of the step (GPU)
+    compile: str = "off"                 # off (eager) | model (the network only) | step (the whole
+                                         # step, CUDA graphs on GPU: see cosuda/uda.py)
     channels_last: bool = False
     progress: bool = True
+
+    def __post_init__(self):
+        # configs written before `compile` had three values held a bool: true meant the network
+        if isinstance(self.compile, bool) or self.compile in ("true", "false"):
+            self.compile = "model" if self.compile in (True, "true") else "off"
 
     @property
     def flags(self) -> dict[str, Any]:
@@ -231,6 +237,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optimizer {cfg.optimizer!r} unknown; choose sgd or adam")
     if cfg.precision not in ("auto",) + PRECISIONS:
         raise ConfigError(f"precision {cfg.precision!r} unknown; choose one of auto, {', '.join(PRECISIONS)}")
+    if cfg.compile not in ("off", "model", "step"):
+        raise ConfigError(f"compile {cfg.compile!r} unknown; choose off, model or step")
     if cfg.reduction not in ("mean", "sum"):
         raise ConfigError(f"reduction {cfg.reduction!r} unknown; choose mean or sum")
     if cfg.dict_dtype not in ("float32", "float16", "bfloat16"):

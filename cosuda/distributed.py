@@ -65,14 +65,20 @@ def average_gradients(module: torch.nn.Module) -> None:
             p.grad /= world_size()
 
 
-def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+def all_gather_rows(x: torch.Tensor, same_shape: bool = False) -> torch.Tensor:
     """Concatenate the (n_r, ...) tensors of all ranks in rank order: (sum n_r, ...).
 
-    Ranks may hold different row counts (process A keeps only correctly classified pixels),
-    so rows are padded to the largest count, gathered, and trimmed.
+    `same_shape=True` promises that every rank holds the same shape (static-shape process A at
+    fixed crop sizes): one all_gather_into_tensor, no host sync, so a captured step can hold it.
+    Otherwise ranks may hold different row counts (`process_a` keeps only correctly classified
+    pixels), so rows are padded to the largest count, gathered, and trimmed.
     """
     if not is_distributed():
         return x
+    if same_shape:
+        out = x.new_empty((world_size() * x.shape[0],) + tuple(x.shape[1:]))
+        dist.all_gather_into_tensor(out, x.contiguous())
+        return out
     n = torch.tensor([x.shape[0]], device=x.device)
     counts = [torch.zeros_like(n) for _ in range(world_size())]
     dist.all_gather(counts, n)

@@ -43,7 +43,7 @@ IGNORE_INDEX = 255  # the ignore label (cosuda.labels.IGNORE_INDEX; repeated to 
 EPS = 1e-12  # norms are clamped to EPS (as in F.normalize): a zero vector has cosine 0, never NaN
 
 __all__ = [
-    "process_a", "process_b", "FeatureDictionary", "cosine_loss", "layer_thresholds",
+    "process_a", "process_a_masked", "process_b", "FeatureDictionary", "cosine_loss", "layer_thresholds",
     "cosine_loss_layers", "resize_nearest", "predicted_classes", "grouped_available",
 ]
 
@@ -98,13 +98,26 @@ def process_a(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
     when argmax p^s equals the label resized to (h, w) by nearest neighbour; ignore-labelled
     (255) pixels never match a class, so they are never returned.
     """
+    feats, classes, correct = process_a_masked(features, logits, labels)
+    keep = correct.nonzero().squeeze(1)               # the one data-dependent shape of process A
+    return feats[keep], classes[keep]                 # S^c for every c, stacked
+
+
+def process_a_masked(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Process A with static shapes: every source row, its predicted class and the eq. 6 mask.
+
+    Returns feats (B*h*w, k), classes int64 (B*h*w,) and correct bool (B*h*w,). `process_a` is
+    this followed by `feats[correct]`; `FeatureDictionary.enqueue(feats, classes, keep=correct)`
+    stores the same rows without ever building a tensor whose size depends on the data, which
+    is what a captured (CUDA-graph) step needs.
+    """
     _check_maps("process_a", features, logits, labels, "labels")
     size = tuple(features.shape[-2:])
     c_max = predicted_classes(logits, size)           # c^s_max
     y_tilde = resize_nearest(labels, size)            # y~^s = I_nearest(y^s)
     correct = (c_max == y_tilde).flatten()            # c_hat^s_max: the correct pixels
-    keep = correct.nonzero().squeeze(1)
-    return _flatten(features)[keep], c_max.flatten()[keep]  # S^c for every c, stacked
+    return _flatten(features), c_max.flatten(), correct
 
 
 def process_b(features: torch.Tensor, logits: torch.Tensor,
@@ -129,8 +142,9 @@ def process_b(features: torch.Tensor, logits: torch.Tensor,
 
 
 def _check_class_range(classes: torch.Tensor, num_classes: int, what: str) -> None:
-    """Class ids must lie in [0, num_classes). Checked without a host sync on accelerators."""
-    if classes.numel() == 0:
+    """Class ids must lie in [0, num_classes). Checked without a host sync on accelerators; not
+    inside a compiled (captured) step, whose inputs were checked by the same code run eagerly."""
+    if classes.numel() == 0 or _compiling():
         return
     if classes.device.type == "cpu":
         low, high = int(classes.min()), int(classes.max())
@@ -140,6 +154,18 @@ def _check_class_range(classes: torch.Tensor, num_classes: int, what: str) -> No
     else:
         torch._assert_async(((classes >= 0) & (classes < num_classes)).all(),
                             f"{what} hold class ids outside [0, {num_classes})")
+
+
+def _compiling() -> bool:
+    """True while torch.compile traces this code (host-side checks would break the graph)."""
+    return hasattr(torch, "compiler") and torch.compiler.is_compiling()
+
+
+def _bincount(classes: torch.Tensor, num_classes: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows per class (num_classes,) int64, classes in [0, num_classes): torch.bincount with a
+    shape that never depends on the data (bincount's does), so it can be captured."""
+    ones = torch.ones_like(classes) if weights is None else weights.to(torch.int64)
+    return torch.zeros(num_classes, dtype=torch.int64, device=classes.device).index_add_(0, classes, ones)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,12 +207,13 @@ class FeatureDictionary:
         self._total = torch.zeros(self.num_classes, dtype=torch.int64, device=device)
 
     # --- the queue ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def enqueue(self, feats: torch.Tensor, classes: torch.Tensor) -> None:
+    def enqueue(self, feats: torch.Tensor, classes: torch.Tensor, keep: torch.Tensor | None = None) -> None:
         """Store detached copies of feats (N, dim) under classes (N,) (process A's output).
 
         Within one call later rows are newer; when more than `size` vectors of a class arrive
         at once, only the newest `size` are kept. The oldest vectors of a class are overwritten.
+        `keep` (N,) bool, optional: only those rows are stored (`process_a_masked`'s mask); the
+        others are ignored, classes included, with no data-dependent shape anywhere.
         """
         if feats.dim() != 2 or feats.shape[1] != self.dim:
             raise ValueError(f"FeatureDictionary.enqueue: feats must be (N, {self.dim}), got "
@@ -194,29 +221,43 @@ class FeatureDictionary:
         if classes.dim() != 1 or classes.shape[0] != feats.shape[0] or classes.is_floating_point():
             raise ValueError(f"FeatureDictionary.enqueue: classes must be integer (N,) with "
                              f"N = {feats.shape[0]}, got {classes.dtype} {tuple(classes.shape)}")
+        if keep is not None and (keep.shape != classes.shape or keep.dtype != torch.bool):
+            raise ValueError(f"FeatureDictionary.enqueue: keep must be a bool (N,) mask with "
+                             f"N = {feats.shape[0]}, got {keep.dtype} {tuple(keep.shape)}")
         if self._storage is None:
             self._allocate(feats.device)
+        with torch.no_grad():  # a context, not a decorator: torch.compile traces through it
+            self._enqueue(feats, classes, keep)
+
+    def _enqueue(self, feats: torch.Tensor, classes: torch.Tensor, keep: torch.Tensor | None) -> None:
         device, C, S = self._storage.device, self.num_classes, self.size
         feats = feats.detach().to(device=device, dtype=self.dtype)
         classes = classes.to(device=device, dtype=torch.int64)
-        _check_class_range(classes, C, "FeatureDictionary.enqueue: classes")
+        if keep is None:
+            _check_class_range(classes, C, "FeatureDictionary.enqueue: classes")
+        else:  # rows not kept form an extra group C, whose rows all go to the scratch row
+            keep = keep.to(device)
+            _check_class_range(classes[keep] if not _compiling() else classes, C,
+                               "FeatureDictionary.enqueue: classes")
+            classes = torch.where(keep, classes, C)
         n = classes.shape[0]
         # rank = position of a row among this call's rows of its class (0 = oldest)
-        n_new = torch.bincount(classes, minlength=C)                  # (C,)
+        n_new = _bincount(classes, C + 1)                             # (C+1,), group C = not kept
         order = torch.argsort(classes, stable=True)                   # class blocks, call order inside
         first = torch.cumsum(n_new, 0) - n_new                        # where each block starts
         rank = torch.empty_like(classes)
         rank[order] = torch.arange(n, device=device) - first[classes[order]]
         # Only the newest `size` rows of a class fit. The others are sent to the scratch row,
         # so every row is written with one index_copy_ and no data-dependent shape.
-        fits = rank >= n_new[classes] - S
-        slot = (self._ptr[classes] + rank) % S
+        fits = (rank >= n_new[classes] - S) & (classes < C)
+        slot = (self._ptr.index_select(0, classes.clamp(max=C - 1)) + rank) % S
         row = torch.where(fits, classes * S + slot, torch.full_like(slot, C * S))
         self._storage.index_copy_(0, row, feats)
         norms = torch.linalg.vector_norm(feats, dim=1, dtype=torch.float32)
         self._inv_norms.index_copy_(0, row, 1.0 / norms.clamp_min(EPS))
-        self._ptr = (self._ptr + n_new) % S
-        self._total = self._total + n_new
+        # in place, so that a captured step keeps writing the same memory
+        self._ptr.add_(n_new[:C]).remainder_(S)
+        self._total.add_(n_new[:C])
 
     def get(self, c: int) -> torch.Tensor:
         """D^c: (n_c, dim) copy of the newest min(size, enqueued) vectors of class c, oldest first."""
@@ -290,8 +331,8 @@ class FeatureDictionary:
         if state["buffer"] is None:
             self._storage = self._inv_norms = self._ptr = self._total = None
             return
-        device = self.device if self.device is not None else state["buffer"].device
-        self._allocate(device)
+        if self._storage is None or self._storage.dtype != self.dtype:  # else refill in place (a
+            self._allocate(self.device or state["buffer"].device)         # captured step keeps its memory)
         self.buffer.copy_(state["buffer"])
         self._ptr.copy_(state["ptr"])
         self._total.copy_(state["total"])
@@ -339,7 +380,7 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
 
     impl: "reference" (plain autograd, one class at a time), "sorted" (CPU default),
     "grouped" (torch._grouped_mm, for GPUs; falls back to "sorted" with a warning where it
-    cannot run), "auto" (grouped on CUDA where it can run, else sorted).
+    cannot run), "auto" (grouped on CUDA or inside torch.compile where it can run, else sorted).
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"cosine_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -359,7 +400,9 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
     if feats.shape[0] == 0 or (isinstance(bank, FeatureDictionary) and bank.device is None):
         return _zero(feats)  # no target vectors, or a dictionary that was never filled
     if impl == "auto":
-        impl = "grouped" if feats.is_cuda and grouped_available(feats) else "sorted"
+        # grouped where it is fast (CUDA) or needed (a captured step: "sorted" reads its class
+        # sizes on the host)
+        impl = "grouped" if (feats.is_cuda or _compiling()) and grouped_available(feats) else "sorted"
     if impl == "grouped" and not grouped_available(feats):
         warnings.warn(f"cosine_loss: impl='grouped' cannot run here ({feats.device}, {feats.dtype}, "
                       f"torch {torch.__version__}); using impl='sorted'", stacklevel=2)
@@ -441,12 +484,6 @@ def _loss_reference(feats, classes, banks, threshold, num_classes, reduction):
     return torch.stack(means).mean()
 
 
-def _as_subtracted(threshold: float, dtype: torch.dtype) -> float:
-    """T_cos as it is subtracted from M in `dtype`, so that n (1 - T) - sum relu(M - T) is exact
-    where M = T exactly (e.g. a target vector parallel to a bank vector and T close to 1)."""
-    return torch.tensor(threshold, dtype=dtype).item()
-
-
 def _class_weights(loss_c, count_c, num_classes, reduction):
     """Loss and per-class weight w_c = dL / d(sum_selected (1 - M^c)) from per-class sums (C,)."""
     if reduction == "sum":
@@ -463,8 +500,8 @@ def grouped_available(feats: torch.Tensor) -> bool:
     """Whether impl="grouped" can run for these target vectors on this torch build."""
     if not hasattr(torch, "_grouped_mm") or feats.shape[1] * feats.element_size() % 16:
         return False  # rows must be 16-byte aligned
-    if feats.device.type == "cpu":
-        return feats.dtype in (torch.float32, torch.bfloat16)
+    if feats.device.type == "cpu":  # traced, its shape function accepts only 16-bit inputs
+        return feats.dtype == torch.bfloat16 or (feats.dtype == torch.float32 and not _compiling())
     if feats.device.type == "cuda":  # cuBLAS grouped GEMM: bfloat16 on Hopper or newer
         return feats.dtype == torch.bfloat16 and torch.cuda.get_device_capability(feats.device)[0] >= 9
     return False
@@ -506,7 +543,7 @@ class _CosineLoss(torch.autograd.Function):
     def forward(ctx, feats, classes, bank, inv_norms, valid, threshold, num_classes, reduction, grouped):
         order = torch.argsort(classes)
         sorted_classes = classes.index_select(0, order)
-        rows_per_class = torch.bincount(classes, minlength=num_classes)
+        rows_per_class = _bincount(classes, num_classes)
         unit, inv_norm, not_tiny = _unit_rows(feats.detach().index_select(0, order))
         if grouped:  # static shapes, no host sync
             offsets = torch.cumsum(rows_per_class, 0).to(torch.int32)
@@ -530,14 +567,16 @@ class _CosineLoss(torch.autograd.Function):
         else:
             for c, rows in _class_blocks(offsets):
                 m[rows].mul_(inv_norms[c].to(m.dtype))
-        t_used = _as_subtracted(threshold, m.dtype)
+        # T_cos rounded to m's dtype, as sub_ subtracted it: n (1 - T) - sum relu(M - T) is then
+        # exact where M = T exactly (a target vector parallel to a bank vector, T close to 1)
+        t_used = torch.tensor(threshold, dtype=m.dtype, device=m.device)
         zeros = torch.zeros(num_classes, dtype=torch.float64, device=feats.device)
         count_c = zeros.index_add(0, sorted_classes, count.double())
         excess_c = zeros.index_add(0, sorted_classes, excess.double())
-        loss_c = count_c * (1.0 - t_used) - excess_c             # sum_selected (1 - M) per class
+        loss_c = count_c * (1.0 - t_used.double()) - excess_c            # sum_selected (1 - M) per class
         loss, weight = _class_weights(loss_c, count_c, num_classes, reduction)
         # sum_selected M per row: the backward needs u_i . g_i, which is exactly this (see there)
-        selected_sum = (count * t_used + excess) * not_tiny
+        selected_sum = (count * t_used.float() + excess) * not_tiny
         ctx.grouped, ctx.offsets = grouped, offsets
         ctx.save_for_backward(unit, inv_norm, selected_sum, order, sorted_classes, m, bank, weight.float())
         return loss.float()

@@ -378,11 +378,10 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
         probe_h, probe_w = 64, 64
         feature_dims = [f.shape[1] for f in model(torch.zeros(1, 3, probe_h, probe_w, device=device))[0]]
     net = model
-    if cfg.compile:
-        # CUDA graphs need static shapes: batch 1 at fixed sizes gives them to the network; the
-        # method's variable-size parts stay eager. On CPU this is plain torch.compile (slow to
-        # build, for experiments). `--set compile=false` (the default) runs eager for debugging.
-        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else "default")
+    if cfg.compile == "model":
+        # The network alone (static shapes at batch 1 and fixed sizes); the rest of the step stays
+        # eager. `compile="step"` captures the whole step instead (UDAStep); "off" runs eager.
+        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
     if dist.is_distributed():
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -403,7 +402,8 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
                    lambda_cos=cfg.lambda_cos, dict_size=cfg.dict_size, feature_dims=feature_dims,
                    reduction=cfg.reduction, cos_impl=cfg.cos_impl, dict_dtype=cfg.dict_dtype,
                    discriminator=discriminator, d_optimizer=d_optimizer, lambda_adv=cfg.lambda_adv,
-                   autocast=autocast, scaler=scaler, device=device)
+                   autocast=autocast, scaler=scaler, device=device,
+                   compile="step" if cfg.compile == "step" else "off")
 
     start, history = 0, []
     loss_sums, loss_steps = {}, 0

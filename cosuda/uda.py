@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from . import distributed as dist
 from .adversarial import adversarial_loss, discriminator_loss
 from .labels import IGNORE_INDEX
-from .method import FeatureDictionary, cosine_loss, layer_thresholds, process_a, process_b
+from .method import FeatureDictionary, _compiling, cosine_loss, layer_thresholds, process_a_masked, process_b
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -33,6 +34,13 @@ class UDAStep:
 
     `model` returns `(features_list, logits)` (see docs/design.md); `flags` is a row of
     `config.VARIANTS`. Batches are dicts with `image` (B, 3, H, W) and `label` (B, H, W).
+
+    `compile="step"` captures `losses` (both forward passes, processes A/B, the enqueue, every
+    loss term, and through autograd their backward) with torch.compile: on a GPU as CUDA graphs
+    (mode "reduce-overhead"). That needs static shapes and no host synchronisation anywhere in
+    it, which is why the step uses `process_a_masked` and `enqueue(..., keep=)` and reads its
+    loss values only once, after the optimiser step. `compile="off"` runs the very same code
+    eagerly (for debugging and teaching). `compile_options` go to torch.compile as they are.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, flags: dict[str, Any], *,
@@ -40,7 +48,8 @@ class UDAStep:
                  feature_dims: list[int], reduction: str = "mean", cos_impl: str = "auto",
                  dict_dtype: str = "float32", discriminator: nn.Module | None = None,
                  d_optimizer: torch.optim.Optimizer | None = None, lambda_adv: float = 0.0,
-                 autocast: Callable[[], Any] = nullcontext, scaler=None, device: str | torch.device = "cpu"):
+                 autocast: Callable[[], Any] = nullcontext, scaler=None, device: str | torch.device = "cpu",
+                 compile: str = "off", compile_options: dict[str, Any] | None = None):
         self.model, self.optimizer, self.flags = model, optimizer, flags
         self.num_classes, self.t_cos, self.lambda_cos = num_classes, t_cos, lambda_cos
         self.reduction, self.cos_impl = reduction, cos_impl
@@ -53,18 +62,56 @@ class UDAStep:
         ] if flags["cos"] == "dict" else []
         # Supplementary D: T, T+0.1, T+0.2 for fc7, pool4, pool3; just T for one layer.
         self.thresholds = layer_thresholds(t_cos, len(feature_dims)) if len(feature_dims) > 1 else [t_cos]
-        # Time spent in processes A/B, the dictionary and the cosine loss (forward), for reports.
+        # Time spent in processes A/B, the dictionary and the cosine loss (forward, eager), for reports.
         self.method_seconds = 0.0
+        if compile not in ("off", "step"):
+            raise ValueError(f"UDAStep: compile must be 'off' or 'step', got {compile!r}")
+        self.compile = compile
+        self._losses = self.losses
+        if compile == "step":
+            options = {"mode": "reduce-overhead" if torch.device(device).type == "cuda" else None,
+                       "fullgraph": not dist.is_distributed()}  # DDP splits its graph at buckets
+            options.update(compile_options or {})
+            self._losses = torch.compile(self.losses, **options)
+        self._static_marked = False
 
     # --- the step ---------------------------------------------------------------------------
     def __call__(self, source: dict | None, target: dict | None) -> dict[str, float]:
-        flags, model = self.flags, self.model
-        needs_source = flags["source_seg"] or flags["cos"] != "none" or flags["adversarial"]
-        needs_target = flags["target_seg"] != "none" or flags["cos"] != "none" or flags["adversarial"]
-        logs: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         if self.discriminator is not None:
             self.discriminator.requires_grad_(False)  # the generator step must not train D
+        if self.compile == "step" and not self._static_marked:
+            self._mark_static()
+        total, terms, Ps, Pt = self._losses(source, target)
+        self._backward_and_step(total, self.optimizer)
+        terms["total"] = total
+
+        # --- Discriminator, eq. 15 (on detached predictions) --------------------------------
+        if self.flags["adversarial"]:
+            self.discriminator.requires_grad_(True)
+            self.d_optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                d_loss = discriminator_loss(self.discriminator(Ps.detach().float()),
+                                            self.discriminator(Pt.detach().float()))
+            self._backward_and_step(d_loss, self.d_optimizer, sync=self.discriminator)
+            terms["disc"] = d_loss
+        if self.scaler is not None:
+            self.scaler.update()  # once per iteration, after every optimiser stepped
+        # the step's one host synchronisation: every logged value at once
+        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()
+        return dict(zip(terms, values))
+
+    def losses(self, source: dict | None, target: dict | None):
+        """Both forward passes and every loss term: what `compile="step"` captures.
+
+        Returns the total loss (0-dim), the terms {name: 0-dim tensor} and the upsampled
+        predictions (Ps, Pt) (B, C, H, W) (None where not computed) for the discriminator.
+        """
+        flags, model = self.flags, self.model
+        needs_source = flags["source_seg"] or flags["cos"] != "none" or flags["adversarial"]
+        needs_target = flags["target_seg"] != "none" or flags["cos"] != "none" or flags["adversarial"]
+        terms: dict[str, torch.Tensor] = {}
+        Ps = Pt = None
         with self.autocast():
             total = 0.0
             if needs_source:
@@ -78,44 +125,25 @@ class UDAStep:
 
             # --- Source segmentation, eq. 1 -------------------------------------------------
             if flags["source_seg"]:
-                loss = F.cross_entropy(Ps.float(), ys, ignore_index=IGNORE_INDEX)
-                total = total + loss
-                logs["seg_s"] = loss.item()
+                terms["seg_s"] = F.cross_entropy(Ps.float(), ys, ignore_index=IGNORE_INDEX)
+                total = total + terms["seg_s"]
 
             # --- Target segmentation on pseudo-labels (eq. 2-4) or target labels (oracle) ----
             if flags["target_seg"] != "none":
-                loss = F.cross_entropy(Pt.float(), yt, ignore_index=IGNORE_INDEX)
-                total = total + loss
-                logs["seg_t"] = loss.item()
+                terms["seg_t"] = F.cross_entropy(Pt.float(), yt, ignore_index=IGNORE_INDEX)
+                total = total + terms["seg_t"]
 
             # --- Cosine similarity loss, eq. 6-10 (19-20 for FCN-8s's three layers) ---------
             if flags["cos"] != "none":
                 pseudo = yt if flags["split"] == "pseudo" else None  # eq. 7 vs eq. 8
-                loss = self.cosine_term(fs, ls, ys, ft, lt, pseudo)
-                total = total + self.lambda_cos * loss  # eq. 11 / eq. 12
-                logs["cos"] = loss.item()
+                terms["cos"] = self.cosine_term(fs, ls, ys, ft, lt, pseudo)
+                total = total + self.lambda_cos * terms["cos"]  # eq. 11 / eq. 12
 
             # --- Output-space adversarial loss, eq. 14 (supplementary C) --------------------
             if flags["adversarial"]:
-                loss = adversarial_loss(self.discriminator(Pt.float()))  # D applies the softmax
-                total = total + self.lambda_adv * loss
-                logs["adv"] = loss.item()
-
-        self._backward_and_step(total, self.optimizer)
-        logs["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
-
-        # --- Discriminator, eq. 15 (on detached predictions) --------------------------------
-        if flags["adversarial"]:
-            self.discriminator.requires_grad_(True)
-            self.d_optimizer.zero_grad(set_to_none=True)
-            with self.autocast():
-                d_loss = discriminator_loss(self.discriminator(Ps.detach().float()),
-                                            self.discriminator(Pt.detach().float()))
-            self._backward_and_step(d_loss, self.d_optimizer, sync=self.discriminator)
-            logs["disc"] = d_loss.item()
-        if self.scaler is not None:
-            self.scaler.update()  # once per iteration, after every optimiser stepped
-        return logs
+                terms["adv"] = adversarial_loss(self.discriminator(Pt.float()))  # D applies the softmax
+                total = total + self.lambda_adv * terms["adv"]
+        return total, terms, Ps, Pt
 
     def _backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                            sync: nn.Module | None = None) -> None:
@@ -127,15 +155,30 @@ class UDAStep:
         else:
             optimizer.step()
 
+    def _mark_static(self) -> None:
+        """The dictionaries are written in place by the captured step: give CUDA graphs their
+        fixed addresses (no copies in and out of the graph at every replay)."""
+        for d in self.dictionaries:
+            for t in (d._storage, d._inv_norms, d._ptr, d._total):
+                if t is not None:
+                    torch._dynamo.mark_static_address(t)
+        self._static_marked = True
+
     # --- processes A and B, the dictionary, L_cos -----------------------------------------
     def cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
         """Mean over feature layers of L_cos (eq. 10; eq. 20 for several layers)."""
-        with torch.profiler.record_function("cosuda.method"):  # visible in profiles / benchmarks
+        if _compiling():  # a profiler range or a timer would break the captured graph
             return self._cosine_term(fs_list, ls, ys, ft_list, lt, pseudo)
+        start = time.perf_counter()
+        with torch.profiler.record_function("cosuda.method"):  # visible in profiles / benchmarks
+            loss = self._cosine_term(fs_list, ls, ys, ft_list, lt, pseudo)
+        self.method_seconds += time.perf_counter() - start
+        return loss
 
     def _cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
-        start = time.perf_counter()
         mode, C = self.flags["cos"], self.num_classes
+        # Ranks hold equal shapes inside a captured step (fixed crops): gather without a sync.
+        gather = partial(dist.all_gather_rows, same_shape=_compiling())
         losses = []
         for layer, (fs, ft) in enumerate(zip(fs_list, ft_list)):
             threshold = self.thresholds[layer]
@@ -145,22 +188,23 @@ class UDAStep:
                 src = fs.detach().permute(0, 2, 3, 1).reshape(-1, fs.shape[1])
                 tgt = ft.permute(0, 2, 3, 1).reshape(-1, ft.shape[1])
                 zeros = torch.zeros(tgt.shape[0], dtype=torch.long, device=tgt.device)
-                losses.append(cosine_loss(tgt, zeros, [dist.all_gather_rows(src)], threshold, 1,
+                losses.append(cosine_loss(tgt, zeros, [gather(src)], threshold, 1,
                                           reduction=self.reduction, impl=self.cos_impl))
                 continue
-            with torch.no_grad():  # process A, eq. 6: correctly classified source vectors
-                s_feats, s_classes = process_a(fs.detach(), ls.detach(), ys)
+            with torch.no_grad():  # process A, eq. 6: every source row and whether it is correct
+                s_feats, s_classes, correct = process_a_masked(fs.detach(), ls.detach(), ys)
             # Every rank enqueues every rank's vectors: one dictionary shared by the run.
-            s_feats, s_classes = dist.all_gather_rows(s_feats), dist.all_gather_rows(s_classes)
+            s_feats, s_classes, correct = gather(s_feats), gather(s_classes), gather(correct)
             t_feats, t_classes = process_b(ft, lt.detach(), pseudo)  # process B, eq. 7 / 8
             if mode == "dict":
-                self.dictionaries[layer].enqueue(s_feats, s_classes)  # newest in, oldest out
                 bank = self.dictionaries[layer]
-            else:  # ablation "w/o dictionary": only this iteration's source vectors
-                bank = [s_feats[s_classes == c] for c in range(C)]
+            else:  # ablation "w/o dictionary": only this iteration's source vectors, held in a
+                # dictionary as large as the batch so that the shapes stay static
+                bank = FeatureDictionary(C, s_feats.shape[0], s_feats.shape[1], device=s_feats.device,
+                                         dtype=s_feats.dtype)
+            bank.enqueue(s_feats, s_classes, keep=correct)  # newest in, oldest out
             losses.append(cosine_loss(t_feats, t_classes, bank, threshold, C,
                                       reduction=self.reduction, impl=self.cos_impl))
-        self.method_seconds += time.perf_counter() - start
         return torch.stack([l.float() for l in losses]).mean()  # eq. 20: average over layers
 
     # --- state for checkpoints --------------------------------------------------------------
