@@ -150,7 +150,7 @@ def measure_eval(model, args, device) -> dict:
                 t0 = time.perf_counter()
             _, logits = model(x)
             pred = model.upsample(logits.float(), (2 * h, 2 * w)).argmax(1)
-            conf = torch.bincount(label * 19 + pred.flatten(), minlength=19 * 19)  # confusion matrix
+            torch.bincount(label * 19 + pred.flatten(), minlength=19 * 19)  # the confusion matrix
         _sync(device)
     per_image = (time.perf_counter() - t0) / n
     return {"eval_images_per_s": 1 / per_image, "eval_500_images_s": 500 * per_image,

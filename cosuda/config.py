@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path parameter of a notebook or command: absolute, or relative to the repository root
+    (so that a notebook run from notebooks/ and a command run from the root agree)."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 SYNTHETIC_ROOT = REPO_ROOT / "data" / "synthetic"
 
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -173,6 +174,50 @@ def _run_submitit(jobs: list[Job], out_root: Path, executor: str, slurm: dict) -
 
 
 # --- results tables ------------------------------------------------------------------------
+def torchrun(preset: str, out: str | Path, nproc_per_node: int = 2, overrides: dict[str, Any] | None = None,
+             threads_per_process: int | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """One training run on `nproc_per_node` processes, started from Python (a notebook, a script).
+
+    Runs `python -m torch.distributed.run --standalone --nproc_per_node N -m cosuda.train --preset
+    PRESET --out OUT [--set K=V ...] [--resume]`: one process per GPU, or per CPU process with the
+    gloo backend where there is no GPU. The processes' output is shown as it comes and kept in
+    OUT/torchrun.log. Returns OUT/metrics.json as a dict; raises RuntimeError with the log's last
+    lines if the run fails.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+           "-m", "cosuda.train", "--preset", preset, "--out", str(out)]
+    for key, value in (overrides or {}).items():
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        cmd += ["--set", f"{key}={value}"]
+    if resume:
+        cmd.append("--resume")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    # CPU processes share the cores: without a limit each would start one thread per core
+    threads = threads_per_process or max(1, (os.cpu_count() or 1) // nproc_per_node)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env["OMP_NUM_THREADS"] = str(threads)
+    log_path = out / "torchrun.log"
+    with open(log_path, "w") as log, subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                                       stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        log.write(" ".join(cmd) + "\n")
+        for line in proc.stdout:
+            log.write(line)
+            if progress:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    if proc.returncode != 0:
+        lines = log_path.read_text().splitlines()
+        # the processes' own errors, which torchrun's closing summary does not repeat
+        errors = list(dict.fromkeys(l.strip() for l in lines if re.match(r"\s*(error:|\w+(Error|Exception):)", l)))
+        tail = "\n".join(lines[-15:])
+        raise RuntimeError(f"torchrun exited with status {proc.returncode}: {'; '.join(errors) or 'no error line'}"
+                           f"\nthe last lines of {log_path}:\n{tail}")
+    return json.loads((out / "metrics.json").read_text())
+
+
 def collect(out_root: Path) -> dict[str, list[dict]]:
     """{run name without the seed suffix: [metrics of each seed]} from out_root/*/metrics.json
     of finished runs."""

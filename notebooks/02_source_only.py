@@ -44,14 +44,13 @@ run_dir: str = "runs/notebooks/02_source_only"  # where the run is written; a fi
 # %%
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from IPython.display import Markdown, display
 
 from cosuda import plots
-from cosuda.config import REPO_ROOT, make_config
+from cosuda.config import REPO_ROOT, make_config, resolve_path
 from cosuda.data import GTA5, SYNTHIA, Cityscapes
 from cosuda.labels import CLASS_NAMES
 from cosuda.metrics import evaluate, iou_markdown
@@ -60,19 +59,15 @@ from cosuda.train import ensure_trained, load_run_model, resolve_paths
 torch.manual_seed(seed)
 
 
-def resolve(path: str) -> Path:
-    """A path parameter: absolute, or relative to the repository root."""
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
-
-run_path = resolve(run_dir)
+run_path = resolve_path(run_dir)
 eval_every = eval_every or max(1, iterations // 4)
 overrides = {"iterations": iterations, "eval_every": eval_every, "seed": seed, "eval_max_items": eval_max_items,
              # one checkpoint at the end of a short run; long runs keep the preset's interval
              "checkpoint_every": min(iterations, make_config(preset).checkpoint_every),
              "keep_checkpoints": keep_checkpoints}
 if data_root:
-    overrides["data_root"] = str(resolve(data_root))
+    overrides["data_root"] = str(resolve_path(data_root))
 cfg = make_config(preset, overrides)
 print(f"preset {preset}: variant {cfg.variant}, {cfg.arch} on {cfg.backbone} ({cfg.weights} weights), "
       f"{cfg.optimizer} lr {cfg.lr:g}, source {cfg.source} at {cfg.source_size[0]}x{cfg.source_size[1]}, "
@@ -125,7 +120,7 @@ print(f"mIoU19 on {min(source_eval_items, len(source_set))} source training imag
 rows = {f"on source ({run_cfg.source}, seen in training)": on_source["per_class_iou"],
         "on target val": np.array([np.nan if v is None else v for v in metrics["per_class_iou"]])}
 if oracle_run:
-    oracle = json.loads((resolve(oracle_run) / "metrics.json").read_text())
+    oracle = json.loads((resolve_path(oracle_run) / "metrics.json").read_text())
     rows[f"oracle on target val ({oracle['iteration']} it., seed {oracle['seed']})"] = np.array(
         [np.nan if v is None else v for v in oracle["per_class_iou"]])
 display(Markdown(iou_markdown(rows)))

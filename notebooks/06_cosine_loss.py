@@ -214,7 +214,7 @@ def cos_loss(reduction):
 seg, seg_grad = feature_gradient(source_ce, src["features"][:1])
 mean_value, mean_grad = feature_gradient(cos_loss("mean"), tgt["features"])
 sum_value, sum_grad = feature_gradient(cos_loss("sum"), tgt["features"])
-print(f"                      value      gradient norm on the feature map")
+print("                      value      gradient norm on the feature map")
 print(f"L_seg^S (eq. 1)    {seg:9.4f}   {seg_grad:.2e}")
 print(f"L_cos, mean        {mean_value:9.4f}   {mean_grad:.2e}")
 print(f"L_cos, sum         {sum_value:9.1f}   {sum_grad:.2e}")

@@ -57,7 +57,7 @@ import torch
 from IPython.display import Markdown, display
 
 from cosuda import plots
-from cosuda.config import REPO_ROOT, VARIANTS, make_config
+from cosuda.config import VARIANTS, make_config, resolve_path
 from cosuda.method import layer_thresholds
 from cosuda.metrics import PAPER_RESULTS, iou_markdown
 from cosuda.paper_results import paper_miou
@@ -66,22 +66,18 @@ from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model,
 torch.manual_seed(seed)
 
 
-def resolve(path: str) -> Path:
-    """A path parameter: absolute, or relative to the repository root."""
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
-
-run_path, compare_path = resolve(run_dir), resolve(compare_with) if compare_with else None
+run_path, compare_path = resolve_path(run_dir), resolve_path(compare_with) if compare_with else None
 eval_every = eval_every or max(1, iterations // 4)
 overrides = {"iterations": iterations, "eval_every": eval_every, "seed": seed, "eval_max_items": eval_max_items,
              "checkpoint_every": min(iterations, make_config(preset).checkpoint_every),
              "keep_checkpoints": keep_checkpoints}
 if data_root:
-    overrides["data_root"] = str(resolve(data_root))
+    overrides["data_root"] = str(resolve_path(data_root))
 cfg = make_config(preset, overrides)
 flags = VARIANTS[cfg.variant]
 if flags["target_seg"] == "pseudo":
-    overrides["pseudo_root"] = str(resolve(pseudo_root))
+    overrides["pseudo_root"] = str(resolve_path(pseudo_root))
 cfg = make_config(preset, overrides)
 print(f"preset {preset}: variant {cfg.variant!r}, {cfg.arch} on {cfg.backbone}, {cfg.source} -> cityscapes, "
       f"{cfg.iterations} iterations")

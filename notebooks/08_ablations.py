@@ -48,24 +48,18 @@ run_dir: str = "runs/notebooks/08_ablations"  # where this notebook's runs go (o
 # %%
 import shutil
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from IPython.display import Markdown, display
 
 from cosuda import plots
-from cosuda.config import PRESETS, REPO_ROOT, VARIANTS, make_config
+from cosuda.config import PRESETS, VARIANTS, make_config, resolve_path
 from cosuda.metrics import PAPER_RESULTS
 from cosuda.runner import collect, mean_std
 from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model, make_pseudo_labels
 
 torch.manual_seed(0)
 
-
-def resolve(path: str) -> Path:
-    """A path parameter: absolute, or relative to the repository root."""
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 unknown = [v for v in variants if f"{task}-{v}" not in PRESETS]
@@ -93,14 +87,14 @@ for v in variants:
 
 # %%
 if results_dir:
-    out = resolve(results_dir)
+    out = resolve_path(results_dir)
     print(f"reading finished runs from {out}")
 else:
-    out = resolve(run_dir)
-    pseudo_path = resolve(pseudo_root)
+    out = resolve_path(run_dir)
+    pseudo_path = resolve_path(pseudo_root)
     needs_pseudo = any(VARIANTS[v]["target_seg"] == "pseudo" for v in variants)
     if needs_pseudo and not (pseudo_path / "thresholds.json").is_file():
-        source_path = resolve(source_run)
+        source_path = resolve_path(source_run)
         if latest_checkpoint(source_path) is None:
             if task != "synthetic":
                 raise FileNotFoundError(f"{source_path} holds no trained source-only model for {task}: train it first")
@@ -114,7 +108,7 @@ else:
                          "eval_max_items": eval_max_items, "keep_checkpoints": 1,
                          "checkpoint_every": min(iterations, make_config(f"{task}-{v}").checkpoint_every)}
             if data_root:
-                overrides["data_root"] = str(resolve(data_root))
+                overrides["data_root"] = str(resolve_path(data_root))
             if VARIANTS[v]["target_seg"] == "pseudo":
                 overrides["pseudo_root"] = str(pseudo_path)
             start = time.perf_counter()

@@ -50,24 +50,18 @@ run_dir: str = "runs/notebooks/09_hyperparameters"  # where the sweep's runs go
 import math
 import shutil
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from IPython.display import Markdown, display
 
 from cosuda import plots
-from cosuda.config import REPO_ROOT, make_config
+from cosuda.config import make_config, resolve_path
 from cosuda.metrics import PAPER_RESULTS
 from cosuda.runner import collect, mean_std
 from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model, make_pseudo_labels
 
 torch.manual_seed(0)
 
-
-def resolve(path: str) -> Path:
-    """A path parameter: absolute, or relative to the repository root."""
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 base = make_config(preset)
@@ -113,13 +107,13 @@ points = sorted({(float(t), int(fixed_dict_size)) for t in t_cos_values}
                 | {(float(fixed_t_cos), int(d)) for d in dict_sizes})
 name = lambda t, d: f"tcos{t:g}-dict{d}"
 if results_dir:
-    out = resolve(results_dir)
+    out = resolve_path(results_dir)
     print(f"reading finished runs from {out}")
 else:
-    out = resolve(run_dir)
-    pseudo_path = resolve(pseudo_root)
+    out = resolve_path(run_dir)
+    pseudo_path = resolve_path(pseudo_root)
     if not (pseudo_path / "thresholds.json").is_file():
-        source_path = resolve(source_run)
+        source_path = resolve_path(source_run)
         if latest_checkpoint(source_path) is None:
             if not preset.startswith("synthetic-"):
                 raise FileNotFoundError(f"{source_path} holds no trained source-only model: train it first")
@@ -133,7 +127,7 @@ else:
                          "seed": seed, "eval_max_items": eval_max_items, "keep_checkpoints": 1,
                          "checkpoint_every": min(iterations, base.checkpoint_every), "pseudo_root": str(pseudo_path)}
             if data_root:
-                overrides["data_root"] = str(resolve(data_root))
+                overrides["data_root"] = str(resolve_path(data_root))
             start = time.perf_counter()
             m = ensure_trained(preset, out / f"{name(t, d)}-seed{seed}", overrides, progress=False)
             if not keep_models:  # a finished run is still recognised (and reused) by its metrics.json

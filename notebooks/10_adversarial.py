@@ -40,14 +40,13 @@ run_dir: str = "runs/notebooks/10_adversarial"  # where the runs go
 
 # %%
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from IPython.display import Markdown, display
 
 from cosuda import adversarial, plots
-from cosuda.config import REPO_ROOT, make_config
+from cosuda.config import make_config, resolve_path
 from cosuda.data import GTA5, SYNTHIA, Cityscapes
 from cosuda.metrics import PAPER_RESULTS, iou_markdown
 from cosuda.runner import collect, mean_std
@@ -55,10 +54,6 @@ from cosuda.train import ensure_trained, latest_checkpoint, load_run_model, reso
 
 torch.manual_seed(0)
 
-
-def resolve(path: str) -> Path:
-    """A path parameter: absolute, or relative to the repository root."""
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 variants = ["adversarial", "ours11"]
@@ -96,10 +91,10 @@ print(f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M parameters; a {w}x{
 
 # %%
 if results_dir:
-    out = resolve(results_dir)
+    out = resolve_path(results_dir)
     print(f"reading finished runs from {out}")
 else:
-    out = resolve(run_dir)
+    out = resolve_path(run_dir)
     start_all = time.perf_counter()
     for v in variants:
         for seed in seeds:
@@ -107,7 +102,7 @@ else:
                          "eval_max_items": eval_max_items, "keep_checkpoints": 1,
                          "checkpoint_every": min(iterations, cfg_adv.checkpoint_every)}
             if data_root:
-                overrides["data_root"] = str(resolve(data_root))
+                overrides["data_root"] = str(resolve_path(data_root))
             start = time.perf_counter()
             m = ensure_trained(f"{task}-{v}", out / f"{v}-seed{seed}", overrides, progress=False)
             t = m["train"]

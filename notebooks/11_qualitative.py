@@ -37,13 +37,11 @@ source_iterations: int = 150  # its iterations if it must be trained
 run_dir: str = "runs/notebooks/11_qualitative"  # where the tiny runs go
 
 # %%
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from cosuda import plots
-from cosuda.config import REPO_ROOT
+from cosuda.config import REPO_ROOT, resolve_path
 from cosuda.data import Cityscapes
 from cosuda.metrics import confusion_matrix, mean_iou
 from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model, load_run_model, make_pseudo_labels
@@ -52,22 +50,18 @@ from cosuda.train import resolve_paths
 torch.manual_seed(0)
 
 
-def resolve(path: str) -> Path:
-    """A path parameter: absolute, or relative to the repository root."""
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
-
 
 run_dirs = {}
 for name, given, variant in (("with Adversarial", adv_run, "with-adv"), ("Ours", ours_run, "ours")):
     if given:
-        run_dirs[name] = resolve(given)
+        run_dirs[name] = resolve_path(given)
         continue
-    pseudo_path = resolve(pseudo_root)
+    pseudo_path = resolve_path(pseudo_root)
     if not (pseudo_path / "thresholds.json").is_file():
-        if latest_checkpoint(resolve(source_run)) is None:
-            lesson_source_model(resolve(source_run), iterations=source_iterations)
-        make_pseudo_labels(resolve(source_run), pseudo_path, device="auto")
-    run_dirs[name] = resolve(run_dir) / variant
+        if latest_checkpoint(resolve_path(source_run)) is None:
+            lesson_source_model(resolve_path(source_run), iterations=source_iterations)
+        make_pseudo_labels(resolve_path(source_run), pseudo_path, device="auto")
+    run_dirs[name] = resolve_path(run_dir) / variant
     ensure_trained(f"synthetic-{variant}", run_dirs[name],
                    {"iterations": iterations, "eval_every": iterations, "checkpoint_every": iterations,
                     "keep_checkpoints": 1, "eval_max_items": 10, "pseudo_root": str(pseudo_path)}, progress=False)

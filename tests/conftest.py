@@ -1,5 +1,4 @@
 """Shared fixtures: a tiny synthetic benchmark in the real on-disk formats, made once per session."""
-import os
 
 import pytest
 import torch

@@ -5,7 +5,6 @@ bincount or a boolean-mask index inside the step are graph breaks. So compiling 
 fullgraph=True on CPU checks, without a GPU, the property CUDA-graph capture relies on; the
 "aot_eager" backend keeps it fast (no code generation) while still tracing forward and backward.
 """
-import copy
 
 import pytest
 import torch

@@ -8,7 +8,6 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-import pytest
 import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp

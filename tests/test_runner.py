@@ -39,3 +39,16 @@ def test_interrupted_runs_are_not_results(tmp_path):
     d.mkdir()
     (d / "metrics.json").write_text(json.dumps({"seed": 1, "miou19": 5.0, "finished": False}))
     assert len(collect(tmp_path)["ours"]) == 1
+
+
+def test_torchrun_reports_a_failed_run_with_its_log(tmp_path):
+    """A run that fails inside torchrun raises, naming the log and showing its last lines (the
+    successful path runs in notebooks/12_scale_out, executed by the test command)."""
+    import pytest
+
+    from cosuda.runner import torchrun
+
+    with pytest.raises(RuntimeError, match="unknown preset") as err:
+        torchrun("synthetic-no-such-variant", tmp_path / "run", nproc_per_node=1, progress=False)
+    assert "torchrun.log" in str(err.value)
+    assert (tmp_path / "run" / "torchrun.log").read_text().count("unknown preset") >= 1
