@@ -52,7 +52,7 @@ def _batch(size_wh, num_classes, device, channels_last):
 
 def measure(args, fast: bool, device: torch.device) -> dict:
     torch.manual_seed(0)
-    precision = "bf16" if fast and device.type == "cuda" else "fp32"
+    precision = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) if fast else "fp32"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = fast
@@ -169,6 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--peak-tflops", type=float, default=0.0, help="e.g. 989 for an H100 SXM in bf16 dense")
     p.add_argument("--compile", choices=("off", "model", "step"), default=None,
                    help="capture for the fast path (default: step on CUDA, off on CPU)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="of the fast path (default: bf16 on CUDA, fp32 on CPU; compile=step on CPU needs bf16)")
     p.add_argument("--cpu-preset", action="store_true", help="DeepLabV2-ResNet18 at the synthetic sizes")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 iteration (CI)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

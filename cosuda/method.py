@@ -192,15 +192,19 @@ class FeatureDictionary:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"FeatureDictionary: dtype must be a floating torch.dtype, got {dtype!r}")
         self.num_classes, self.size, self.dim, self.dtype = num_classes, size, dim, dtype
-        self._storage = None  # (C*size + 1, dim); the last row is a scratch row (see enqueue)
-        self._inv_norms = None  # (C*size + 1,) float32: 1 / max(||v||, EPS), 0 for empty slots
+        # Slots per class in memory: size rounded up to a multiple of 8, so that the loss's
+        # (rows, slots) similarity matrix has 16-byte aligned rows, as grouped GEMMs require.
+        # The slots beyond `size` are never written: empty, like a queue not yet full.
+        self.slots = -(-size // 8) * 8
+        self._storage = None  # (C*slots + 1, dim); the last row is a scratch row (see enqueue)
+        self._inv_norms = None  # (C*slots + 1,) float32: 1 / max(||v||, EPS), 0 for empty slots
         self._ptr = None  # (C,) int64: the slot the next vector of the class overwrites
         self._total = None  # (C,) int64: vectors of the class ever enqueued
         if device is not None:
             self._allocate(torch.device(device))
 
     def _allocate(self, device: torch.device) -> None:
-        rows = self.num_classes * self.size + 1
+        rows = self.num_classes * self.slots + 1
         self._storage = torch.zeros(rows, self.dim, dtype=self.dtype, device=device)
         self._inv_norms = torch.zeros(rows, dtype=torch.float32, device=device)
         self._ptr = torch.zeros(self.num_classes, dtype=torch.int64, device=device)
@@ -251,7 +255,7 @@ class FeatureDictionary:
         # so every row is written with one index_copy_ and no data-dependent shape.
         fits = (rank >= n_new[classes] - S) & (classes < C)
         slot = (self._ptr.index_select(0, classes.clamp(max=C - 1)) + rank) % S
-        row = torch.where(fits, classes * S + slot, torch.full_like(slot, C * S))
+        row = torch.where(fits, classes * self.slots + slot, torch.full_like(slot, C * self.slots))
         self._storage.index_copy_(0, row, feats)
         norms = torch.linalg.vector_norm(feats, dim=1, dtype=torch.float32)
         self._inv_norms.index_copy_(0, row, 1.0 / norms.clamp_min(EPS))
@@ -281,14 +285,14 @@ class FeatureDictionary:
         """The ring buffer (num_classes, size, dim), slots in storage order (not chronological)."""
         if self._storage is None:
             self._allocate(torch.device("cpu"))
-        return self._storage[:-1].view(self.num_classes, self.size, self.dim)
+        return self._storage[:-1].view(self.num_classes, self.slots, self.dim)[:, :self.size]
 
     @property
     def inv_norms(self) -> torch.Tensor:
         """(num_classes, size) float32: 1 / max(||v||, EPS) of each slot, 0 for empty slots."""
         if self._storage is None:
             self._allocate(torch.device("cpu"))
-        return self._inv_norms[:-1].view(self.num_classes, self.size)
+        return self._inv_norms[:-1].view(self.num_classes, self.slots)[:, :self.size]
 
     @property
     def counts(self) -> torch.Tensor:
@@ -303,6 +307,16 @@ class FeatureDictionary:
         if self._storage is None:
             return torch.zeros(self.num_classes, dtype=torch.int64)
         return self._total.clone()
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the loss reads: the buffer (C, slots, dim), 1/||v|| (C, slots) and the mask of
+        held vectors (C, slots), slots = size rounded up to a multiple of 8 (extra slots empty)."""
+        if self._storage is None:
+            self._allocate(torch.device("cpu"))
+        C = self.num_classes
+        slots = torch.arange(self.slots, device=self._storage.device)
+        return (self._storage[:-1].view(C, self.slots, self.dim), self._inv_norms[:-1].view(C, self.slots),
+                slots[None, :] < self.counts.to(slots.device)[:, None])
 
     def valid_mask(self) -> torch.Tensor:
         """(num_classes, size) bool: which slots hold a vector (slots fill from 0 upwards)."""
@@ -512,7 +526,8 @@ def _padded_bank(bank: Bank, num_classes: int, k: int, dtype: torch.dtype):
     slots) and the (C, S) mask of real vectors. A dictionary already is this (its ring buffer);
     a list is padded with zero rows to S = its largest n_c rounded up to a multiple of 8."""
     if isinstance(bank, FeatureDictionary):
-        return bank.buffer.to(dtype), bank.inv_norms, bank.valid_mask()
+        buffer, inv_norms, valid = bank.padded()
+        return buffer.to(dtype), inv_norms, valid
     banks = [d.detach().reshape(-1, k) for d in bank]
     size = max(8, -(-max(d.shape[0] for d in banks) // 8) * 8)
     device = next((d.device for d in banks if d.numel()), banks[0].device)

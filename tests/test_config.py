@@ -72,3 +72,12 @@ def test_bad_configuration_is_one_clear_error(preset, sets, needle):
 def test_parse_value_rejects_unknown_key():
     with pytest.raises(ConfigError):
         parse_value("no_such_field", "1")
+
+
+def test_compile_takes_three_modes_and_old_booleans_still_load():
+    from cosuda.config import RunConfig, make_config
+
+    assert make_config("synthetic-ours", {"compile": "step"}).compile == "step"
+    assert make_config("synthetic-ours", {"compile": "true"}).compile == "model"  # the old meaning
+    assert RunConfig(compile=False).compile == "off"  # config.json written before the change
+    assert RunConfig(compile=True).compile == "model"
