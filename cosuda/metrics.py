@@ -136,13 +136,13 @@ def evaluate(model, dataset, device="cpu", batch_size: int = 1, num_workers: int
     if len(dataset) == 0:
         raise ValueError("evaluate: the dataset is empty; check its root, split and list file")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers)
+                                         num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
     was_training = model.training
     model.eval()
     meter = None
     try:
         for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-            x, y = batch["image"].to(device), batch["label"].to(device)
+            x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
             with torch.inference_mode():
                 _, logits = model(x)
                 pred = model.upsample(logits.float(), tuple(y.shape[-2:])).argmax(dim=1)

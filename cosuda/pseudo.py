@@ -150,14 +150,14 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
     if len(dataset) == 0:
         raise ValueError("generate_pseudo_labels: the dataset is empty; check its root and split")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers)
+                                         num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
     was_training = model.training
     model.eval()
 
     def predictions(desc: str):
         from tqdm.auto import tqdm
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            x = batch["image"].to(device)
+            x = batch["image"].to(device, non_blocking=True)
             hw = tuple(x.shape[-2:]) if size is None else (int(size[1]), int(size[0]))
             with torch.inference_mode():
                 _, logits = model(x)

@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # would make the notebook pages' API links point nowhere.
 API_MODULES = ("cosuda.labels", "cosuda.data", "cosuda.synthetic", "cosuda.models", "cosuda.method",
                "cosuda.pseudo", "cosuda.metrics", "cosuda.adversarial", "cosuda.config", "cosuda.uda",
-               "cosuda.train", "cosuda.runner", "cosuda.plots")
+               "cosuda.train", "cosuda.distributed", "cosuda.runner", "cosuda.plots")
 
 FIGURE_COMMENT = re.compile(r"^\s*#\s*Figure:\s*(.+?)\s*$", re.MULTILINE)
 API_MARKER = "<!-- api-modules -->"

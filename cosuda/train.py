@@ -265,14 +265,16 @@ def _json_float(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def evaluate_run(model, val: Dataset, device: torch.device, autocast, progress: bool) -> dict:
-    """Target-val mIoU with the field's protocol, sharded over ranks and summed."""
+def evaluate_run(model, val: Dataset, device: torch.device, autocast, progress: bool, num_workers: int = 0) -> dict:
+    """Target-val mIoU with the field's protocol, sharded over ranks and summed. Readers in
+    `num_workers` processes: at 2048x1024 labels one process cannot feed a GPU."""
     from .metrics import evaluate, mean_iou, per_class_iou
 
     shard = val if dist.world_size() == 1 else torch.utils.data.Subset(
         val, range(dist.rank(), len(val), dist.world_size()))
     with autocast():
-        result = evaluate(model, shard, device=device, progress=progress and dist.is_main())
+        result = evaluate(model, shard, device=device, progress=progress and dist.is_main(),
+                          num_workers=num_workers)
     conf = torch.as_tensor(result["confusion"], dtype=torch.int64, device=device)
     conf = dist.all_reduce_sum(conf).cpu().numpy()
     iou = per_class_iou(conf) * 100
@@ -506,7 +508,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
                 raise FloatingPointError(f"non-finite loss at iteration {iteration}: {logs}; "
                                          f"checkpoint written to {checkpoint_path(run_dir, iteration)}")
             if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
-                result = evaluate_run(model, val_ds, device, autocast, progress=False)
+                result = evaluate_run(model, val_ds, device, autocast, progress=False, num_workers=cfg.num_workers)
                 net.train()
                 history.append({"iteration": iteration, "miou19": _json_float(result["miou19"]),
                                 "miou16": _json_float(result["miou16"]), "miou13": _json_float(result["miou13"]),
@@ -620,6 +622,7 @@ def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, devic
     if dist.world_size() > 1:  # each rank labels a shard; the threshold histograms are summed
         dataset = torch.utils.data.Subset(dataset, range(dist.rank(), len(dataset), dist.world_size()))
     generate_pseudo_labels(model, dataset, out, device=dev, progress=progress and dist.is_main(),
+                           num_workers=cfg.num_workers,
                            reduce_histograms=dist.all_reduce_sum, write_summary=dist.is_main())
     dist.barrier()
     return out
