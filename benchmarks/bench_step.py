@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=0.0, help="e.g. 989 for an H100 SXM in bf16 dense")
     p.add_argument("--compile", choices=("off", "model", "step"), default=None,
-                   help="capture for the fast path (default: step on CUDA, off on CPU)")
+                   help="capture for the fast path (default: step on Hopper-class GPUs, model on older ones, off on CPU)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                    help="of the fast path (default: bf16 on CUDA, fp32 on CPU; compile=step on CPU needs bf16)")
     p.add_argument("--io-images", type=int, default=32, help="images generated for the end-to-end eval/pseudo-label timing")
@@ -223,8 +223,11 @@ def main(argv=None) -> int:
         args.source_size, args.target_size, args.iters, args.warmup, args.dict_size = (64, 36), (64, 32), 1, 1, 50
         args.io_images, args.workers = 3, 0
     device = torch.device(args.device)
-    if args.compile is None:
-        args.compile = "step" if device.type == "cuda" else "off"
+    if args.compile is None:  # the whole step where the grouped loss can be captured (bf16, Hopper+)
+        from cosuda.method import grouped_available
+
+        can_capture = grouped_available(torch.empty(1, 16, dtype=torch.bfloat16, device=device))
+        args.compile = "off" if device.type != "cuda" else ("step" if can_capture else "model")
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -19,6 +19,8 @@ def resolve_path(path: str | Path) -> Path:
     """A path parameter of a notebook or command: absolute, or relative to the repository root
     (so that a notebook run from notebooks/ and a command run from the root agree)."""
     return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+
+
 SYNTHETIC_ROOT = REPO_ROOT / "data" / "synthetic"
 
 
@@ -115,8 +117,9 @@ class RunConfig:
 
     def __post_init__(self):
         # configs written before `compile` had three values held a bool: true meant the network
-        if isinstance(self.compile, bool) or self.compile in ("true", "false"):
-            self.compile = "model" if self.compile in (True, "true") else "off"
+        old = str(self.compile).strip().lower()
+        if isinstance(self.compile, bool) or old in ("true", "false", "1", "0", "yes", "no"):
+            self.compile = "model" if old in ("true", "1", "yes") else "off"
 
     @property
     def flags(self) -> dict[str, Any]:

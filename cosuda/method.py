@@ -142,8 +142,9 @@ def process_b(features: torch.Tensor, logits: torch.Tensor,
 
 
 def _check_class_range(classes: torch.Tensor, num_classes: int, what: str) -> None:
-    """Class ids must lie in [0, num_classes). Checked without a host sync on accelerators; not
-    inside a compiled (captured) step, whose inputs were checked by the same code run eagerly."""
+    """Class ids must lie in [0, num_classes). Checked without a host sync on accelerators. Not
+    checked inside a compiled (captured) step, which cannot raise: there the labels are valid by
+    construction (`cosuda.data` maps every value of a label file that is not a trainId to 255)."""
     if classes.numel() == 0 or _compiling():
         return
     if classes.device.type == "cpu":
@@ -161,11 +162,11 @@ def _compiling() -> bool:
     return hasattr(torch, "compiler") and torch.compiler.is_compiling()
 
 
-def _bincount(classes: torch.Tensor, num_classes: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+def _bincount(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Rows per class (num_classes,) int64, classes in [0, num_classes): torch.bincount with a
     shape that never depends on the data (bincount's does), so it can be captured."""
-    ones = torch.ones_like(classes) if weights is None else weights.to(torch.int64)
-    return torch.zeros(num_classes, dtype=torch.int64, device=classes.device).index_add_(0, classes, ones)
+    zeros = torch.zeros(num_classes, dtype=torch.int64, device=classes.device)
+    return zeros.index_add_(0, classes, torch.ones_like(classes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +175,8 @@ def _bincount(classes: torch.Tensor, num_classes: int, weights: torch.Tensor | N
 class FeatureDictionary:
     """D: for each class c, a queue D^c of the newest `size` source feature vectors (dict-size).
 
-    Storage is one preallocated ring buffer (num_classes, size, dim) plus, per class, a write
+    Storage is one preallocated ring buffer, (num_classes, slots, dim) plus one scratch row,
+    with slots = size rounded up to a multiple of 8 (see __init__), plus, per class, a write
     pointer and a count, all on the device (allocated on the first enqueue, on the features'
     device, unless `device` is given). `enqueue` is index arithmetic on the device: no loop
     over classes, no host sync, no reallocation. `dtype` is the storage precision (float16 /
@@ -241,8 +243,7 @@ class FeatureDictionary:
             _check_class_range(classes, C, "FeatureDictionary.enqueue: classes")
         else:  # rows not kept form an extra group C, whose rows all go to the scratch row
             keep = keep.to(device)
-            _check_class_range(classes[keep] if not _compiling() else classes, C,
-                               "FeatureDictionary.enqueue: classes")
+            _check_class_range(torch.where(keep, classes, 0), C, "FeatureDictionary.enqueue: classes")
             classes = torch.where(keep, classes, C)
         n = classes.shape[0]
         # rank = position of a row among this call's rows of its class (0 = oldest)
@@ -571,7 +572,10 @@ class _CosineLoss(torch.autograd.Function):
             for c, rows in _class_blocks(offsets):
                 torch.mm(unit[rows], bank[c].T, out=m[rows])     # unit targets . raw D^c
                 m[rows].mul_(inv_norms[c].to(m.dtype))           # M^c, eq. 9
-        m.sub_(threshold).clamp_(min=0.0)                        # relu(M - T_cos): > 0 exactly where selected
+        # T_cos as a 0-dim tensor of m's dtype: the comparison below and the sums after it use
+        # the same rounded value on every device, and filling it needs no host-to-device copy
+        t_used = m.new_full((), threshold)
+        m.sub_(t_used).clamp_(min=0.0)                           # relu(M - T_cos): > 0 exactly where selected
         if threshold < 0:                                        # an empty slot (cosine 0) would pass
             m.mul_(valid.index_select(0, sorted_classes).to(m.dtype))
         excess = m.sum(dim=1, dtype=torch.float32)
@@ -582,9 +586,8 @@ class _CosineLoss(torch.autograd.Function):
         else:
             for c, rows in _class_blocks(offsets):
                 m[rows].mul_(inv_norms[c].to(m.dtype))
-        # T_cos rounded to m's dtype, as sub_ subtracted it: n (1 - T) - sum relu(M - T) is then
-        # exact where M = T exactly (a target vector parallel to a bank vector, T close to 1)
-        t_used = torch.tensor(threshold, dtype=m.dtype, device=m.device)
+        # n (1 - T) - sum relu(M - T) with the T that was subtracted: exact where M = T exactly
+        # (a target vector parallel to a bank vector, T close to 1)
         zeros = torch.zeros(num_classes, dtype=torch.float64, device=feats.device)
         count_c = zeros.index_add(0, sorted_classes, count.double())
         excess_c = zeros.index_add(0, sorted_classes, excess.double())

@@ -203,11 +203,16 @@ def torchrun(preset: str, out: str | Path, nproc_per_node: int = 2, overrides: d
     with open(log_path, "w") as log, subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                                        stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         log.write(" ".join(cmd) + "\n")
-        for line in proc.stdout:
-            log.write(line)
-            if progress:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if progress:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+        except KeyboardInterrupt:  # a stopped notebook cell stops the run too: torchrun passes the
+            proc.terminate()       # signal on, the run checkpoints after its step, resume=True continues
+            proc.wait()
+            raise
     if proc.returncode != 0:
         lines = log_path.read_text().splitlines()
         # the processes' own errors, which torchrun's closing summary does not repeat

@@ -184,6 +184,23 @@ def resolve_precision(cfg: RunConfig, device: torch.device) -> str:
     return "fp32"
 
 
+def check_capture(cfg: RunConfig, device: torch.device, precision: str) -> None:
+    """`compile="step"` needs a step without host synchronisation, hence the grouped cosine loss
+    (torch._grouped_mm): bf16, and on a GPU its Hopper-or-newer kernel. Checked before training."""
+    from .method import grouped_available
+
+    if cfg.compile != "step" or cfg.flags["cos"] == "none":
+        return
+    probe = torch.empty(1, 16, dtype=torch.bfloat16, device=device)
+    if precision != "bf16" or cfg.cos_impl not in ("auto", "grouped") or not grouped_available(probe):
+        where = (f"{torch.cuda.get_device_name(device)} (compute capability "
+                 f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))})" if device.type == "cuda" else str(device))
+        raise ConfigError(f"compile=step needs the grouped cosine loss: precision=bf16 (here {precision}), "
+                          f"cos_impl auto or grouped (here {cfg.cos_impl}) and torch._grouped_mm for bf16 on "
+                          f"{where} (GPUs: compute capability 9.0 or newer); use compile=model to capture the "
+                          f"network only")
+
+
 def autocast_factory(precision: str, device: torch.device):
     """Mixed precision by autocast: matmuls/convs in bf16/fp16, losses and sums in fp32."""
     if precision in ("bf16", "fp16"):
@@ -342,8 +359,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str
     """Train `cfg` into `run_dir`; returns the final metrics (also in run_dir/metrics.json)."""
     device = resolve_device(cfg)
     dist.init_from_env(str(device))
-    setup = prepare(cfg, run_dir, resume)
     precision = resolve_precision(cfg, device)
+    check_capture(cfg, device, precision)
+    setup = prepare(cfg, run_dir, resume)
     if precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     elif device.type == "cuda":
@@ -494,10 +512,13 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
             if discriminator is not None:
                 d_scheduler.step()
             iteration += 1
-            train_seconds += time.perf_counter() - t0
-            timed_steps += 1
-            train_stats = {"iterations_per_second": round(timed_steps / train_seconds, 3),
-                           "method_share": round(step.method_seconds / train_seconds, 4),
+            if cfg.compile == "off" or iteration > start + 1:  # a compiled run's first step compiles
+                train_seconds += time.perf_counter() - t0
+                timed_steps += 1
+            train_stats = {"iterations_per_second": round(timed_steps / train_seconds, 3) if timed_steps else None,
+                           # timed in the eager step only (a captured step holds no timer)
+                           "method_share": (round(step.method_seconds / train_seconds, 4)
+                                            if timed_steps and cfg.compile != "step" else None),
                            "last_losses": {k: round(v, 5) for k, v in logs.items()}}
             if bar is not None:
                 bar.update(1)

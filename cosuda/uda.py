@@ -70,7 +70,9 @@ class UDAStep:
         self._losses = self.losses
         if compile == "step":
             options = {"mode": "reduce-overhead" if torch.device(device).type == "cuda" else None,
-                       "fullgraph": not dist.is_distributed()}  # DDP splits its graph at buckets
+                       # DDP's own forward cannot be traced: under DDP the graph breaks around it
+                       "fullgraph": not dist.is_distributed(),
+                       "dynamic": False}  # crops are fixed: never recompile for symbolic sizes
             options.update(compile_options or {})
             self._losses = torch.compile(self.losses, **options)
         self._static_marked = False
@@ -177,8 +179,9 @@ class UDAStep:
 
     def _cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
         mode, C = self.flags["cos"], self.num_classes
-        # Ranks hold equal shapes inside a captured step (fixed crops): gather without a sync.
-        gather = partial(dist.all_gather_rows, same_shape=_compiling())
+        # Every rank holds the same shapes (every preset fixes the crop sizes): gather all rows
+        # with their keep mask in one collective each, no row-count exchange, no host sync.
+        gather = partial(dist.all_gather_rows, same_shape=True)
         losses = []
         for layer, (fs, ft) in enumerate(zip(fs_list, ft_list)):
             threshold = self.thresholds[layer]
@@ -198,11 +201,14 @@ class UDAStep:
             t_feats, t_classes = process_b(ft, lt.detach(), pseudo)  # process B, eq. 7 / 8
             if mode == "dict":
                 bank = self.dictionaries[layer]
-            else:  # ablation "w/o dictionary": only this iteration's source vectors, held in a
-                # dictionary as large as the batch so that the shapes stay static
+                bank.enqueue(s_feats, s_classes, keep=correct)  # newest in, oldest out
+            elif not _compiling():  # ablation "w/o dictionary": only this iteration's source vectors
+                bank = [s_feats[correct & (s_classes == c)] for c in range(C)]
+            else:  # the same, with static shapes: a dictionary as large as the batch (C x rows x k,
+                # more memory than the list, which is padded only to the largest class)
                 bank = FeatureDictionary(C, s_feats.shape[0], s_feats.shape[1], device=s_feats.device,
                                          dtype=s_feats.dtype)
-            bank.enqueue(s_feats, s_classes, keep=correct)  # newest in, oldest out
+                bank.enqueue(s_feats, s_classes, keep=correct)
             losses.append(cosine_loss(t_feats, t_classes, bank, threshold, C,
                                       reduction=self.reduction, impl=self.cos_impl))
         return torch.stack([l.float() for l in losses]).mean()  # eq. 20: average over layers

@@ -32,7 +32,8 @@
 #
 # The default variant is Ours-(11) (eq. 11: source segmentation + cosine loss, target vectors
 # split by the current prediction), which needs no pseudo-labels. The defaults are tiny so the
-# notebook runs in about a minute: the mIoU values are noise; the dictionary counts are exact.
+# notebook runs in about a minute: the mIoU values are noise, while the dictionary counts are
+# exact numbers read from the checkpoints.
 #
 # The same thing from a shell, on a machine with 4 GPUs (see the README for the real presets):
 #
@@ -65,6 +66,9 @@ from cosuda.train import latest_checkpoint
 run_path = resolve_path(run_dir)
 settings = {"iterations": iterations, "eval_every": eval_every, "eval_max_items": eval_max_items,
             "checkpoint_every": iterations, "progress": False}
+if 0 < torch.cuda.device_count() < processes:  # one GPU per process, or CPU processes for all
+    settings["device"] = "cpu"
+    print(f"{torch.cuda.device_count()} GPU(s) for {processes} processes: the runs use CPU processes")
 
 # %% [markdown]
 # ## Two launches of the same preset
@@ -95,12 +99,17 @@ for n in (1, processes):
 
 # %%
 def enqueued_per_class(folder):
-    """Vectors ever enqueued per class (19,) in the run's newest checkpoint (first layer)."""
+    """Vectors ever enqueued per class (19,) in the run's newest checkpoint (first layer), or None
+    for a variant without a dictionary."""
     state = torch.load(latest_checkpoint(folder), map_location="cpu", weights_only=False)
-    return state["uda"]["dictionaries"][0]["total"]
+    dictionaries = state["uda"]["dictionaries"]
+    return dictionaries[0]["total"] if dictionaries else None
 
 
 received = {f"{n} process{'es' if n > 1 else ''}": enqueued_per_class(run_path / f"{n}proc") for n in runs}
+if any(r is None for r in received.values()):
+    raise ValueError(f"{preset} keeps no dictionary (its checkpoints hold the model, optimiser and RNG "
+                     "states only): choose a variant with one, e.g. synthetic-ours11 or synthetic-ours")
 totals = {name: int(t.sum()) for name, t in received.items()}
 print("vectors enqueued in", iterations, "steps:", totals)
 print(f"ratio: {totals[list(totals)[-1]] / max(totals[list(totals)[0]], 1):.2f} (processes = {processes})")
@@ -151,6 +160,6 @@ print(json.dumps({f"{n} proc": {"wall_s": round(seconds[n]), "pairs_per_s": roun
 # holds one copy of everything). On a GPU cluster, `python -m cosuda.runner reproduce
 # --executor slurm` spreads *many* such runs over the nodes instead.
 #
-# **Try it.** Set `processes = 3` (three processes on two cores: slower per process, same
-# dictionary counts ratio); or `preset = "synthetic-wo-dict"` — no dictionary: what does the
-# checkpoint hold then?
+# **Try it.** Set `processes = 3`: three processes on two cores are slower per process, and
+# the dictionary now receives about three times the single run's vectors. Or set
+# `iterations = 200` (a few minutes): do the two curves of mIoU per image seen stay together?

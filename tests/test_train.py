@@ -252,6 +252,7 @@ def _fails(argv, capsys, needle):
     (["data_root=/no/such/folder"], "/no/such/folder"),
     (["t_cos=2"], "t_cos"),
     (["compile=graphs"], "compile"),
+    (["compile=step", "precision=fp32"], "compile=step needs the grouped cosine loss"),
 ])
 def test_bad_settings_fail_in_one_line_before_the_run_dir_exists(sets, needle, tmp_path, capsys):
     out = tmp_path / "run"
