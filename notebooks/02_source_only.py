@@ -31,10 +31,10 @@
 # %% tags=["parameters"]
 preset: str = "synthetic-source-only"  # any preset of `python -m cosuda.train --list-presets`
 iterations: int = 40  # training iterations (the synthetic preset's full run: 800)
-eval_every: int = 0  # evaluate on target val every this many iterations, 0 = iterations // 4
+eval_every: int = 0  # evaluate on target val every this many iterations (0: iterations // 4)
 seed: int = 0  # seeds the initialisation and the order of the images
 data_root: str = ""  # empty: the preset's data (the synthetic benchmark, generated if missing)
-eval_max_items: int = 0  # evaluate on the first N target val images, 0 = the whole split
+eval_max_items: int = 0  # evaluate on the first N target val images (0: the whole split)
 source_eval_items: int = 40  # source images for the source-vs-target comparison
 oracle_run: str = ""  # a finished oracle run (e.g. runs/reproduce/oracle-seed0) to compare with
 n_examples: int = 3  # target val images shown with their predictions

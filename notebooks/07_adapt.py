@@ -36,13 +36,13 @@
 # %% tags=["parameters"]
 preset: str = "synthetic-ours"  # e.g. synthetic-ours11, gta5-deeplabv2-ours, synthia-deeplabv2-ours, gta5-fcn8s-ours
 iterations: int = 20  # training iterations (the synthetic preset's full run: 800)
-eval_every: int = 0  # evaluate on target val every this many iterations, 0 = iterations // 4
+eval_every: int = 0  # evaluate on target val every this many iterations (0: iterations // 4)
 seed: int = 0  # seeds the initialisation and the order of the images
 data_root: str = ""  # empty: the preset's data (the synthetic benchmark); real data: the folder with gta5/ synthia/ cityscapes/
 pseudo_root: str = "runs/lessons/pseudo_labels"  # pseudo-labels of the target train set (made here if missing)
 compare_with: str = "runs/lessons/source-only"  # the source-only run: made the pseudo-labels, drawn beside this run
 source_iterations: int = 150  # if compare_with must be trained (synthetic only): its iterations
-eval_max_items: int = 0  # evaluate on the first N target val images, 0 = the whole split
+eval_max_items: int = 0  # evaluate on the first N target val images (0: the whole split)
 show_fcn8s: bool = False  # build FCN-8s-VGG16 (134M parameters, ~8 s) to print its three feature maps
 keep_checkpoints: int = 1  # checkpoints kept in run_dir (each ~140 MB for the synthetic preset)
 run_dir: str = "runs/notebooks/07_adapt"  # where the run is written; a finished run is reused

@@ -35,7 +35,7 @@ variants: list = ["ours", "wo-dict", "wo-split", "with-adv", "only-ssl", "ssl-ad
 seeds: list = [0]  # one run per variant and seed (the reproduction uses [0, 1, 2])
 iterations: int = 4  # training iterations per run (the synthetic preset's full run: 800)
 eval_every: int = 2  # evaluate on target val every this many iterations (the curves)
-eval_max_items: int = 10  # evaluate on the first N target val images, 0 = the whole split
+eval_max_items: int = 10  # evaluate on the first N target val images (0: the whole split)
 task: str = "synthetic"  # preset prefix: synthetic, gta5-deeplabv2, synthia-deeplabv2, gta5-fcn8s, ...
 data_root: str = ""  # empty: the preset's data; real tasks: the folder with gta5/ synthia/ cityscapes/
 pseudo_root: str = "runs/lessons/pseudo_labels"  # pseudo-labels for the SSL rows (made from source_run if missing)

@@ -36,7 +36,7 @@ fixed_dict_size: int = 500  # dict-size while T_cos is swept (Table 6: 2500; the
 seeds: list = [0]  # one run per value and seed
 iterations: int = 4  # training iterations per run (the synthetic preset's full run: 800)
 eval_every: int = 4  # evaluate on target val every this many iterations
-eval_max_items: int = 10  # evaluate on the first N target val images, 0 = the whole split
+eval_max_items: int = 10  # evaluate on the first N target val images (0: the whole split)
 preset: str = "synthetic-ours"  # the method (eq. 12); real data: gta5-deeplabv2-ours with data_root
 data_root: str = ""  # empty: the preset's data; real data: the folder with gta5/ synthia/ cityscapes/
 pseudo_root: str = "runs/lessons/pseudo_labels"  # pseudo-labels of the target train set (made if missing)

@@ -32,7 +32,7 @@
 seeds: list = [0]  # one run per variant and seed; both variants share each seed
 iterations: int = 6  # training iterations per run (the synthetic preset's full run: 800)
 eval_every: int = 3  # evaluate on target val every this many iterations
-eval_max_items: int = 10  # evaluate on the first N target val images, 0 = the whole split
+eval_max_items: int = 10  # evaluate on the first N target val images (0: the whole split)
 task: str = "synthetic"  # preset prefix: synthetic, gta5-deeplabv2, synthia-deeplabv2, gta5-fcn8s, ...
 data_root: str = ""  # empty: the preset's data; real tasks: the folder with gta5/ synthia/ cityscapes/
 results_dir: str = ""  # a folder of finished runs (adversarial-seed<N>/, ours11-seed<N>/): only read and plot

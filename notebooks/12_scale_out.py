@@ -46,8 +46,8 @@ preset: str = "synthetic-ours11"  # any preset of `python -m cosuda.train --list
 processes: int = 2  # processes of the parallel run (one per GPU on a GPU machine)
 iterations: int = 12  # steps of each run (the synthetic preset's full run: 800)
 eval_every: int = 6  # evaluate on target val every this many steps
-eval_max_items: int = 20  # evaluate on the first N target val images, 0 = the whole split
-threads_per_process: int = 0  # CPU threads per process, 0 = the cores divided among the processes
+eval_max_items: int = 20  # evaluate on the first N target val images (0: the whole split)
+threads_per_process: int = 0  # CPU threads per process (0: the cores divided among the processes)
 run_dir: str = "runs/notebooks/12_scale_out"  # one folder per run: 1proc/, <processes>proc/
 
 # %%

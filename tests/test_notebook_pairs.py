@@ -44,3 +44,16 @@ def test_stored_notebook_was_executed_in_order(py):
     counts = [c.get("execution_count") for c in nb.cells if c.cell_type == "code"]
     assert all(counts), f"{py.stem}.ipynb has unexecuted cells: re-execute it so readers see its outputs"
     assert counts == sorted(counts), f"{py.stem}.ipynb was executed out of order"
+
+
+@pytest.mark.parametrize("py", PY, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_with_its_comment(py):
+    """papermill's own parser (used by `papermill --help-notebook` and the runner's logs) must
+    understand every line, comment included: it silently skips a line it cannot parse."""
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in jupytext.read(py).cells if "parameters" in c.metadata.get("tags", []))
+    names = [p.name for p in PythonTranslator.inspect(nbformat.v4.new_code_cell(cell.source))]
+    assigned = [n.target.id if isinstance(n, ast.AnnAssign) else n.targets[0].id for n in ast.parse(cell.source).body]
+    assert names == assigned, f"{py.name}: papermill could not parse {sorted(set(assigned) - set(names))}"
