@@ -224,10 +224,9 @@ def main(argv=None) -> int:
         args.io_images, args.workers = 3, 0
     device = torch.device(args.device)
     if args.compile is None:  # the whole step where the grouped loss can be captured (bf16, Hopper+)
-        from cosuda.method import grouped_available
+        from cosuda.train import grouped_loss_available
 
-        can_capture = grouped_available(torch.empty(1, 16, dtype=torch.bfloat16, device=device))
-        args.compile = "off" if device.type != "cuda" else ("step" if can_capture else "model")
+        args.compile = "off" if device.type != "cuda" else ("step" if grouped_loss_available(device) else "model")
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

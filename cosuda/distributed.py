@@ -65,29 +65,18 @@ def average_gradients(module: torch.nn.Module) -> None:
             p.grad /= world_size()
 
 
-def all_gather_rows(x: torch.Tensor, same_shape: bool = False) -> torch.Tensor:
-    """Concatenate the (n_r, ...) tensors of all ranks in rank order: (sum n_r, ...).
+def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate the (n, ...) tensors of all ranks in rank order: (world_size * n, ...).
 
-    `same_shape=True` promises that every rank holds the same shape (static-shape process A at
-    fixed crop sizes): one all_gather_into_tensor, no host sync, so a captured step can hold it.
-    Otherwise ranks may hold different row counts (`process_a` keeps only correctly classified
-    pixels), so rows are padded to the largest count, gathered, and trimmed.
+    Every rank must hold the same shape: the step gathers process A's every row with its keep
+    mask (`process_a_masked`) at the presets' fixed crop sizes. One all_gather_into_tensor, no
+    row-count exchange, no host sync, so a captured step can hold it.
     """
     if not is_distributed():
         return x
-    if same_shape:
-        out = x.new_empty((world_size() * x.shape[0],) + tuple(x.shape[1:]))
-        dist.all_gather_into_tensor(out, x.contiguous())
-        return out
-    n = torch.tensor([x.shape[0]], device=x.device)
-    counts = [torch.zeros_like(n) for _ in range(world_size())]
-    dist.all_gather(counts, n)
-    counts = [int(c.item()) for c in counts]
-    padded = x.new_zeros((max(counts),) + tuple(x.shape[1:]))
-    padded[: x.shape[0]] = x
-    parts = [torch.zeros_like(padded) for _ in counts]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+    out = x.new_empty((world_size() * x.shape[0],) + tuple(x.shape[1:]))
+    dist.all_gather_into_tensor(out, x.contiguous())
+    return out
 
 
 def broadcast_object(obj):

@@ -315,13 +315,16 @@ class FeatureDictionary:
         if self._storage is None:
             self._allocate(torch.device("cpu"))
         C = self.num_classes
-        slots = torch.arange(self.slots, device=self._storage.device)
         return (self._storage[:-1].view(C, self.slots, self.dim), self._inv_norms[:-1].view(C, self.slots),
-                slots[None, :] < self.counts.to(slots.device)[:, None])
+                self._held(self.slots))
 
     def valid_mask(self) -> torch.Tensor:
         """(num_classes, size) bool: which slots hold a vector (slots fill from 0 upwards)."""
-        slots = torch.arange(self.size, device=self.buffer.device)
+        return self._held(self.size)
+
+    def _held(self, n_slots: int) -> torch.Tensor:
+        """(num_classes, n_slots) bool: slot j of class c holds a vector iff j < counts[c]."""
+        slots = torch.arange(n_slots, device=self.buffer.device)
         return slots[None, :] < self.counts.to(slots.device)[:, None]
 
     # --- checkpoints and devices ----------------------------------------------------------------

@@ -184,15 +184,20 @@ def resolve_precision(cfg: RunConfig, device: torch.device) -> str:
     return "fp32"
 
 
+def grouped_loss_available(device: torch.device) -> bool:
+    """Whether the grouped cosine loss (torch._grouped_mm in bf16), hence a captured step with a
+    cosine term, can run on `device`: CPU, or a GPU of compute capability 9.0 or newer."""
+    from .method import grouped_available
+
+    return grouped_available(torch.empty(1, 16, dtype=torch.bfloat16, device=device))
+
+
 def check_capture(cfg: RunConfig, device: torch.device, precision: str) -> None:
     """`compile="step"` needs a step without host synchronisation, hence the grouped cosine loss
     (torch._grouped_mm): bf16, and on a GPU its Hopper-or-newer kernel. Checked before training."""
-    from .method import grouped_available
-
     if cfg.compile != "step" or cfg.flags["cos"] == "none":
         return
-    probe = torch.empty(1, 16, dtype=torch.bfloat16, device=device)
-    if precision != "bf16" or cfg.cos_impl not in ("auto", "grouped") or not grouped_available(probe):
+    if precision != "bf16" or cfg.cos_impl not in ("auto", "grouped") or not grouped_loss_available(device):
         where = (f"{torch.cuda.get_device_name(device)} (compute capability "
                  f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))})" if device.type == "cuda" else str(device))
         raise ConfigError(f"compile=step needs the grouped cosine loss: precision=bf16 (here {precision}), "

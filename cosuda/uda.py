@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -75,15 +74,13 @@ class UDAStep:
                        "dynamic": False}  # crops are fixed: never recompile for symbolic sizes
             options.update(compile_options or {})
             self._losses = torch.compile(self.losses, **options)
-        self._static_marked = False
+            self._mark_static()
 
     # --- the step ---------------------------------------------------------------------------
     def __call__(self, source: dict | None, target: dict | None) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         if self.discriminator is not None:
             self.discriminator.requires_grad_(False)  # the generator step must not train D
-        if self.compile == "step" and not self._static_marked:
-            self._mark_static()
         total, terms, Ps, Pt = self._losses(source, target)
         self._backward_and_step(total, self.optimizer)
         terms["total"] = total
@@ -158,13 +155,12 @@ class UDAStep:
             optimizer.step()
 
     def _mark_static(self) -> None:
-        """The dictionaries are written in place by the captured step: give CUDA graphs their
-        fixed addresses (no copies in and out of the graph at every replay)."""
+        """The dictionaries are written in place by the captured step (and refilled in place by
+        load_state_dict): give CUDA graphs their fixed addresses (no copies in and out of the
+        graph at every replay)."""
         for d in self.dictionaries:
             for t in (d._storage, d._inv_norms, d._ptr, d._total):
-                if t is not None:
-                    torch._dynamo.mark_static_address(t)
-        self._static_marked = True
+                torch._dynamo.mark_static_address(t)
 
     # --- processes A and B, the dictionary, L_cos -----------------------------------------
     def cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
@@ -179,9 +175,7 @@ class UDAStep:
 
     def _cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
         mode, C = self.flags["cos"], self.num_classes
-        # Every rank holds the same shapes (every preset fixes the crop sizes): gather all rows
-        # with their keep mask in one collective each, no row-count exchange, no host sync.
-        gather = partial(dist.all_gather_rows, same_shape=True)
+        gather = dist.all_gather_rows  # every rank's rows, in rank order (static shapes)
         losses = []
         for layer, (fs, ft) in enumerate(zip(fs_list, ft_list)):
             threshold = self.thresholds[layer]
