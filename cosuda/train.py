@@ -574,6 +574,14 @@ def _unwrap(module):
     return module.module if hasattr(module, "module") else module
 
 
+def config_from_dict(values: dict) -> RunConfig:
+    """The RunConfig of a saved config.json or checkpoint: lists back to tuples, keys RunConfig
+    does not know (e.g. "preset") dropped, values of older versions normalised by RunConfig."""
+    defaults = RunConfig()
+    return RunConfig(**{k: tuple(v) if isinstance(getattr(defaults, k), tuple) else v
+                        for k, v in values.items() if k in RunConfig.__dataclass_fields__})
+
+
 def ensure_trained(preset: str, run_dir: str | Path, overrides: dict | None = None, progress: bool = True) -> dict:
     """Train `preset` (+ `overrides`) into `run_dir` unless that very run has finished there.
 
@@ -585,8 +593,8 @@ def ensure_trained(preset: str, run_dir: str | Path, overrides: dict | None = No
     run_dir = Path(run_dir)
     saved = run_dir / "config.json"
     if saved.is_file():
-        old = json.loads(saved.read_text())
-        old.pop("preset", None)
+        # through RunConfig, so that a config.json written by an older version compares by meaning
+        old = json.loads(json.dumps(config_from_dict(json.loads(saved.read_text())).to_dict()))
         now = json.loads(json.dumps(cfg.to_dict()))
         diff = sorted(k for k in now if k != "progress" and old.get(k) != now[k])
         if diff:
@@ -610,12 +618,36 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", chec
     if path is None or not path.is_file():
         raise ConfigError(f"no checkpoint in {run_dir / 'checkpoints'}: train the run first")
     state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = RunConfig(**{k: tuple(v) if isinstance(getattr(RunConfig(), k), tuple) else v
-                       for k, v in state["config"].items() if k in RunConfig.__dataclass_fields__})
+    cfg = config_from_dict(state["config"])
     model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights="random",
                         **_norm_kw(cfg))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
+
+
+def ensure_pseudo_labels(pseudo_root: str | Path, source_run: str | Path, source_iterations: int = 150,
+                         synthetic: bool = True) -> Path:
+    """Pseudo-labels in `pseudo_root`, made from the source-only run `source_run` if missing.
+
+    Present means `pseudo_root/thresholds.json` exists (written last by generate_pseudo_labels).
+    On the synthetic benchmark a missing source-only model is trained first
+    (`lesson_source_model`, `source_iterations` iterations); for real data (`synthetic=False`)
+    it must already be a finished `<task>-source-only` run. Returns `pseudo_root` as a Path.
+    """
+    pseudo_root = Path(pseudo_root)
+    if (pseudo_root / "thresholds.json").is_file():
+        return pseudo_root
+    source_run = Path(source_run)
+    if latest_checkpoint(source_run) is None:
+        if not synthetic:
+            raise FileNotFoundError(f"{source_run} holds no trained source-only model to make the pseudo-labels "
+                                    f"with: train the task's source-only preset there first (python -m cosuda.train "
+                                    f"--preset <task>-source-only --out {source_run} --set data_root=...)")
+        print(f"training the source-only model into {source_run} ({source_iterations} iterations)")
+        lesson_source_model(source_run, iterations=source_iterations)
+    print(f"pseudo-labels missing: making them in {pseudo_root} with the model of {source_run}")
+    make_pseudo_labels(source_run, pseudo_root, device="auto")
+    return pseudo_root
 
 
 def lesson_source_model(run_dir: str | Path, iterations: int = 150, device: str = "cpu", progress: bool = True):

@@ -61,7 +61,7 @@ from cosuda.config import VARIANTS, make_config, resolve_path
 from cosuda.method import layer_thresholds
 from cosuda.metrics import PAPER_RESULTS, iou_markdown
 from cosuda.paper_results import paper_miou
-from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model, make_pseudo_labels
+from cosuda.train import ensure_pseudo_labels, ensure_trained
 
 torch.manual_seed(seed)
 
@@ -97,22 +97,11 @@ print(f"T_cos {cfg.t_cos}, dict-size {cfg.dict_size}, lambda_cos {cfg.lambda_cos
 
 # %%
 pseudo_path = Path(cfg.pseudo_root) if cfg.pseudo_root else None
-if pseudo_path is not None and not (pseudo_path / "thresholds.json").is_file():
-    if compare_path is None:
+if pseudo_path is not None:
+    if compare_path is None and not (pseudo_path / "thresholds.json").is_file():
         raise ValueError(f"{pseudo_path} holds no pseudo-labels and compare_with is empty: "
                          "give the source-only run that should make them")
-    if latest_checkpoint(compare_path) is None:
-        if not preset.startswith("synthetic-"):
-            raise FileNotFoundError(f"{compare_path} holds no trained model: train the source-only run first "
-                                    f"(python -m cosuda.train --preset {cfg.source}-{cfg.arch}-source-only "
-                                    f"--out {compare_path} --set data_root=...)")
-        print(f"training the source-only model into {compare_path} ({source_iterations} iterations)")
-        lesson_source_model(compare_path, iterations=source_iterations)
-    print(f"pseudo-labels missing: making them in {pseudo_path} with the model of {compare_path}")
-    start = time.perf_counter()
-    make_pseudo_labels(compare_path, pseudo_path, device="auto")
-    print(f"... done in {time.perf_counter() - start:.0f} s")
-if pseudo_path is not None:
+    ensure_pseudo_labels(pseudo_path, compare_path, source_iterations, synthetic=preset.startswith("synthetic-"))
     summary = json.loads((pseudo_path / "thresholds.json").read_text())
     print(f"pseudo-labels: {summary['images']} target train images in {pseudo_path}; thresholds tau^c of "
           "road/car/person: " + ", ".join(f"{summary['thresholds'][c]:.2f}" for c in ("road", "car", "person")))

@@ -56,7 +56,7 @@ from cosuda import plots
 from cosuda.config import PRESETS, VARIANTS, make_config, resolve_path
 from cosuda.metrics import PAPER_RESULTS
 from cosuda.runner import collect, mean_std
-from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model, make_pseudo_labels
+from cosuda.train import ensure_pseudo_labels, ensure_trained
 
 torch.manual_seed(0)
 
@@ -92,15 +92,8 @@ if results_dir:
 else:
     out = resolve_path(run_dir)
     pseudo_path = resolve_path(pseudo_root)
-    needs_pseudo = any(VARIANTS[v]["target_seg"] == "pseudo" for v in variants)
-    if needs_pseudo and not (pseudo_path / "thresholds.json").is_file():
-        source_path = resolve_path(source_run)
-        if latest_checkpoint(source_path) is None:
-            if task != "synthetic":
-                raise FileNotFoundError(f"{source_path} holds no trained source-only model for {task}: train it first")
-            lesson_source_model(source_path, iterations=source_iterations)
-        print(f"making pseudo-labels in {pseudo_path} with the model of {source_path}")
-        make_pseudo_labels(source_path, pseudo_path, device="auto")
+    if any(VARIANTS[v]["target_seg"] == "pseudo" for v in variants):
+        ensure_pseudo_labels(pseudo_path, resolve_path(source_run), source_iterations, synthetic=task == "synthetic")
     start_all = time.perf_counter()
     for v in variants:
         for seed in seeds:

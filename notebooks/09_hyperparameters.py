@@ -58,7 +58,7 @@ from cosuda import plots
 from cosuda.config import make_config, resolve_path
 from cosuda.metrics import PAPER_RESULTS
 from cosuda.runner import collect, mean_std
-from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model, make_pseudo_labels
+from cosuda.train import ensure_pseudo_labels, ensure_trained
 
 torch.manual_seed(0)
 
@@ -111,15 +111,8 @@ if results_dir:
     print(f"reading finished runs from {out}")
 else:
     out = resolve_path(run_dir)
-    pseudo_path = resolve_path(pseudo_root)
-    if not (pseudo_path / "thresholds.json").is_file():
-        source_path = resolve_path(source_run)
-        if latest_checkpoint(source_path) is None:
-            if not preset.startswith("synthetic-"):
-                raise FileNotFoundError(f"{source_path} holds no trained source-only model: train it first")
-            lesson_source_model(source_path, iterations=source_iterations)
-        print(f"making pseudo-labels in {pseudo_path} with the model of {source_path}")
-        make_pseudo_labels(source_path, pseudo_path, device="auto")
+    pseudo_path = ensure_pseudo_labels(resolve_path(pseudo_root), resolve_path(source_run), source_iterations,
+                                       synthetic=preset.startswith("synthetic-"))
     start_all = time.perf_counter()
     for t, d in points:
         for seed in seeds:

@@ -44,7 +44,7 @@ from cosuda import plots
 from cosuda.config import REPO_ROOT, resolve_path
 from cosuda.data import Cityscapes
 from cosuda.metrics import confusion_matrix, mean_iou
-from cosuda.train import ensure_trained, latest_checkpoint, lesson_source_model, load_run_model, make_pseudo_labels
+from cosuda.train import ensure_pseudo_labels, ensure_trained, latest_checkpoint, load_run_model
 from cosuda.train import resolve_paths
 
 torch.manual_seed(0)
@@ -56,11 +56,7 @@ for name, given, variant in (("with Adversarial", adv_run, "with-adv"), ("Ours",
     if given:
         run_dirs[name] = resolve_path(given)
         continue
-    pseudo_path = resolve_path(pseudo_root)
-    if not (pseudo_path / "thresholds.json").is_file():
-        if latest_checkpoint(resolve_path(source_run)) is None:
-            lesson_source_model(resolve_path(source_run), iterations=source_iterations)
-        make_pseudo_labels(resolve_path(source_run), pseudo_path, device="auto")
+    pseudo_path = ensure_pseudo_labels(resolve_path(pseudo_root), resolve_path(source_run), source_iterations)
     run_dirs[name] = resolve_path(run_dir) / variant
     ensure_trained(f"synthetic-{variant}", run_dirs[name],
                    {"iterations": iterations, "eval_every": iterations, "checkpoint_every": iterations,

@@ -310,3 +310,17 @@ def test_ensure_trained_reuses_a_finished_run_and_refuses_another(tiny_root, tmp
     assert again == json.loads(json.dumps(first)) and _snapshot(run) == before
     with pytest.raises(ConfigError, match="iterations"):
         engine.ensure_trained("synthetic-source-only", run, dict(overrides, iterations="4"), progress=False)
+    # a config.json written before `compile` took three values (it held false) is the same run
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(saved, compile=False)))
+    assert engine.ensure_trained("synthetic-source-only", run, overrides, progress=False) == again
+
+
+def test_ensure_pseudo_labels_keeps_present_ones_and_needs_a_real_source_model(tmp_path, monkeypatch):
+    present = tmp_path / "present"
+    present.mkdir()
+    (present / "thresholds.json").write_text("{}")
+    monkeypatch.setattr(engine, "make_pseudo_labels", lambda *a, **k: pytest.fail("remade existing pseudo-labels"))
+    assert engine.ensure_pseudo_labels(present, None) == present  # no source run needed then
+    with pytest.raises(FileNotFoundError, match="source-only"):  # real data: never trained implicitly
+        engine.ensure_pseudo_labels(tmp_path / "missing", tmp_path / "no-run", synthetic=False)

@@ -138,6 +138,14 @@ def pseudo_label_quality(quality: Mapping[str, np.ndarray], classes: Sequence[in
 # --------------------------------------------------------------------------------------------
 # Notebook 04: label maps at feature resolution (Fig. B.1)
 # --------------------------------------------------------------------------------------------
+def _cell_grid(ax, h: int, w: int) -> None:
+    """White lines between the cells of an (h, w) map: one cell = one feature vector."""
+    ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
+    ax.grid(which="minor", color="white", lw=0.4)
+    ax.tick_params(which="both", length=0)
+
+
 def _draw_map(ax, label, shade=None, grid: bool = False) -> None:
     rgb = colorize(_np(label)).astype(np.float64) / 255.0
     if shade is not None:
@@ -145,11 +153,8 @@ def _draw_map(ax, label, shade=None, grid: bool = False) -> None:
         rgb[mask] = 0.45 * rgb[mask] + 0.55 * GREY  # "grey shaded parts" of Fig. B.1
     ax.imshow(rgb, interpolation="nearest")
     h, w = rgb.shape[:2]
-    if grid and max(h, w) <= 80:  # one cell = one feature vector
-        ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
-        ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
-        ax.grid(which="minor", color="white", lw=0.4)
-        ax.tick_params(which="both", length=0)
+    if grid and max(h, w) <= 80:
+        _cell_grid(ax, h, w)
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -240,11 +245,7 @@ def class_split(class_map, prefix: str = "S", noun: str = "vectors", max_panels:
         rgb_map = colorize(only).astype(np.float64) / 255.0
         rgb_map[only == IGNORE_INDEX] = 0.93  # the other cells: light, not black (they are not ignored)
         ax.imshow(rgb_map, interpolation="nearest")
-        h, w = m.shape
-        ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
-        ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
-        ax.grid(which="minor", color="white", lw=0.4)
-        ax.tick_params(which="both", length=0)
+        _cell_grid(ax, *m.shape)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{prefix}^{_name(c)}: {counts[c]} {noun}", fontsize=8)
