@@ -145,7 +145,7 @@ def _check_class_range(classes: torch.Tensor, num_classes: int, what: str) -> No
     """Class ids must lie in [0, num_classes). Checked without a host sync on accelerators. Not
     checked inside a compiled (captured) step, which cannot raise: there the labels are valid by
     construction (`cosuda.data` maps every value of a label file that is not a trainId to 255)."""
-    if classes.numel() == 0 or _compiling():
+    if classes.numel() == 0 or torch.compiler.is_compiling():
         return
     if classes.device.type == "cpu":
         low, high = int(classes.min()), int(classes.max())
@@ -155,11 +155,6 @@ def _check_class_range(classes: torch.Tensor, num_classes: int, what: str) -> No
     else:
         torch._assert_async(((classes >= 0) & (classes < num_classes)).all(),
                             f"{what} hold class ids outside [0, {num_classes})")
-
-
-def _compiling() -> bool:
-    """True while torch.compile traces this code (host-side checks would break the graph)."""
-    return hasattr(torch, "compiler") and torch.compiler.is_compiling()
 
 
 def _bincount(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -420,7 +415,8 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
     if impl == "auto":
         # grouped where it is fast (CUDA) or needed (a captured step: "sorted" reads its class
         # sizes on the host)
-        impl = "grouped" if (feats.is_cuda or _compiling()) and grouped_available(feats) else "sorted"
+        fast_or_needed = feats.is_cuda or torch.compiler.is_compiling()
+        impl = "grouped" if fast_or_needed and grouped_available(feats) else "sorted"
     if impl == "grouped" and not grouped_available(feats):
         warnings.warn(f"cosine_loss: impl='grouped' cannot run here ({feats.device}, {feats.dtype}, "
                       f"torch {torch.__version__}); using impl='sorted'", stacklevel=2)
@@ -519,7 +515,8 @@ def grouped_available(feats: torch.Tensor) -> bool:
     if not hasattr(torch, "_grouped_mm") or feats.shape[1] * feats.element_size() % 16:
         return False  # rows must be 16-byte aligned
     if feats.device.type == "cpu":  # traced, its shape function accepts only 16-bit inputs
-        return feats.dtype == torch.bfloat16 or (feats.dtype == torch.float32 and not _compiling())
+        traced = torch.compiler.is_compiling()
+        return feats.dtype == torch.bfloat16 or (feats.dtype == torch.float32 and not traced)
     if feats.device.type == "cuda":  # cuBLAS grouped GEMM: bfloat16 on Hopper or newer
         return feats.dtype == torch.bfloat16 and torch.cuda.get_device_capability(feats.device)[0] >= 9
     return False

@@ -23,7 +23,7 @@ from torch import nn
 from . import distributed as dist
 from .adversarial import adversarial_loss, discriminator_loss
 from .labels import IGNORE_INDEX
-from .method import FeatureDictionary, _compiling, cosine_loss, layer_thresholds, process_a_masked, process_b
+from .method import FeatureDictionary, cosine_loss, layer_thresholds, process_a_masked, process_b
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -165,7 +165,7 @@ class UDAStep:
     # --- processes A and B, the dictionary, L_cos -----------------------------------------
     def cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
         """Mean over feature layers of L_cos (eq. 10; eq. 20 for several layers)."""
-        if _compiling():  # a profiler range or a timer would break the captured graph
+        if torch.compiler.is_compiling():  # a profiler range or a timer would break the captured graph
             return self._cosine_term(fs_list, ls, ys, ft_list, lt, pseudo)
         start = time.perf_counter()
         with torch.profiler.record_function("cosuda.method"):  # visible in profiles / benchmarks
@@ -196,7 +196,7 @@ class UDAStep:
             if mode == "dict":
                 bank = self.dictionaries[layer]
                 bank.enqueue(s_feats, s_classes, keep=correct)  # newest in, oldest out
-            elif not _compiling():  # ablation "w/o dictionary": only this iteration's source vectors
+            elif not torch.compiler.is_compiling():  # ablation "w/o dictionary": this iteration's vectors
                 bank = [s_feats[correct & (s_classes == c)] for c in range(C)]
             else:  # the same, with static shapes: a dictionary as large as the batch (C x rows x k,
                 # more memory than the list, which is padded only to the largest class)
