@@ -8,19 +8,33 @@
 student versions of the notebooks (`student/`), and records how long each step took in
 `runs/lessons/prepare.json`. The lesson notebooks then load the cached model instead of
 training one, so each in-room step takes minutes (see WORKSHOP.md for measured times).
+
+`check` reports, each with its fix: the benchmark, the lesson model and the pseudo-labels
+missing; `student/` missing or not written from the current `notebooks/` (students' own edits
+do not count); and the `python3` kernel JupyterLab starts being unable to import cosuda (it runs
+the kernel's Python with `-c "import ipykernel, cosuda"` in `student/`, as JupyterLab would).
+Run it with the Python that runs JupyterLab (`.venv/bin/python`): a kernel spec whose command
+is plain `python` means that Python, as for JupyterLab.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from .config import REPO_ROOT
 
 LESSONS = REPO_ROOT / "runs" / "lessons"
 SOURCE_RUN = LESSONS / "source-only"
 PSEUDO_ROOT = LESSONS / "pseudo_labels"
+STUDENT_DIR = REPO_ROOT / "student"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+KERNEL = "python3"
 
 
 def prepare(iterations: int = 800, progress: bool = True) -> dict:
@@ -44,24 +58,87 @@ def prepare(iterations: int = 800, progress: bool = True) -> dict:
                                 {"iterations": iterations, "schedule_iterations": iterations}, progress=progress))
     step("pseudo-labels for the target train set",
          lambda: make_pseudo_labels(SOURCE_RUN, PSEUDO_ROOT, device="cpu", progress=progress))
-    step("student versions of the notebooks", lambda: write_student_versions(REPO_ROOT / "student"))
+    step("student versions of the notebooks", lambda: write_student_versions(STUDENT_DIR, NOTEBOOKS_DIR))
     LESSONS.mkdir(parents=True, exist_ok=True)
     (LESSONS / "prepare.json").write_text(json.dumps(timings, indent=2))
     return timings
 
 
-def check() -> list[str]:
-    """What is missing for the in-room steps (empty list: ready)."""
+def student_problems(student_dir: Path = STUDENT_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[str]:
+    """What is wrong with the student notebooks, with the fix (empty list: up to date)."""
+    from .exercises.student import stale_student_versions
+
+    fix = ("run `python -m cosuda.exercises.student` (or `python -m cosuda.workshop prepare`); "
+           f"it overwrites {student_dir.name}/, so do it before the students start")
+    if not Path(student_dir).is_dir():
+        return [f"student notebooks ({student_dir}) not written: {fix}"]
+    stale = stale_student_versions(student_dir, notebooks_dir)
+    if stale:
+        names = ", ".join(Path(n).stem for n in stale)
+        return [f"student notebooks ({student_dir}) out of date, not written from the current {Path(notebooks_dir).name}/ "
+                f"({names}): {fix}"]
+    return []
+
+
+def kernel_command(name: str = KERNEL) -> tuple[list[str], dict]:
+    """The argv and environment of the kernel `name` as JupyterLab starts it (jupyter_client
+    replaces a plain `python` by the Python running Jupyter). Raises NoSuchKernel."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(name)
+    argv = list(spec.argv)
+    v = sys.version_info
+    if argv and argv[0] in {"python", f"python{v.major}", f"python{v.major}.{v.minor}"}:
+        argv[0] = sys.executable
+    return argv, {**os.environ, **(spec.env or {})}
+
+
+def kernel_problem(name: str = KERNEL, cwd: Path | None = None, timeout: float = 300) -> str | None:
+    """Why the kernel `name` cannot import cosuda, with the fix; None when it can. Runs the kernel's
+    Python in `cwd` (the student folder, where JupyterLab starts it; default: a temporary folder),
+    not in the repository root, whose cosuda/ would be found even without an installed package."""
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    fix = (f"install the project's kernel: `{sys.executable} -m ipykernel install --user --name {name}` "
+           f"(and `{sys.executable} -m pip install -e {REPO_ROOT}` if cosuda is not installed in it)")
+    try:
+        argv, env = kernel_command(name)
+    except NoSuchKernel:
+        return f"JupyterLab has no kernel {name!r}: {fix}"
+    if not argv:
+        return f"the kernel {name!r} has an empty command: {fix}"
+    with tempfile.TemporaryDirectory() as tmp:
+        where = cwd or Path(tmp)
+        try:
+            run = subprocess.run([argv[0], "-c", "import ipykernel, cosuda"], cwd=where, env=env,
+                                 capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.SubprocessError) as error:
+            return f"the kernel {name!r} JupyterLab starts ({argv[0]}) does not run ({error}): {fix}"
+    if run.returncode != 0:
+        last = (run.stderr.strip().splitlines() or ["exit status %d" % run.returncode])[-1]
+        return f"the kernel {name!r} JupyterLab starts ({argv[0]}) cannot import cosuda ({last}): {fix}"
+    return None
+
+
+def check(student_dir: Path = STUDENT_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, kernel: str | None = KERNEL) -> list[str]:
+    """What is missing for the in-room steps, each with its fix (empty list: ready). kernel=None
+    skips the kernel check."""
     from .synthetic import DEFAULT_ROOT, MARKER
     from .train import latest_checkpoint
 
+    fix = "run `python -m cosuda.workshop prepare`"
     missing = []
     if not (DEFAULT_ROOT / MARKER).is_file():
-        missing.append(f"synthetic benchmark ({DEFAULT_ROOT})")
+        missing.append(f"synthetic benchmark ({DEFAULT_ROOT}) missing: {fix}")
     if latest_checkpoint(SOURCE_RUN) is None:
-        missing.append(f"source-only lesson model ({SOURCE_RUN})")
+        missing.append(f"source-only lesson model ({SOURCE_RUN}) missing: {fix}")
     if not (PSEUDO_ROOT / "thresholds.json").is_file():
-        missing.append(f"pseudo-labels ({PSEUDO_ROOT})")
+        missing.append(f"pseudo-labels ({PSEUDO_ROOT}) missing: {fix}")
+    missing += student_problems(student_dir, notebooks_dir)
+    if kernel is not None:
+        problem = kernel_problem(kernel, cwd=student_dir if Path(student_dir).is_dir() else None)
+        if problem:
+            missing.append(problem)
     return missing
 
 
@@ -70,7 +147,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="generate data, train and cache the lesson model and pseudo-labels")
     p.add_argument("--iterations", type=int, default=800)
-    sub.add_parser("check", help="report what is missing for the in-room steps")
+    sub.add_parser("check", help="report what is missing for the in-room steps (data, model, student notebooks, kernel)")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         timings = prepare(args.iterations)
@@ -78,9 +155,10 @@ def main(argv=None) -> int:
         return 0
     missing = check()
     if missing:
-        print("not ready, missing: " + "; ".join(missing) + ". Run `python -m cosuda.workshop prepare`.")
+        print("not ready:\n" + "\n".join(f"  - {m}" for m in missing))
         return 1
-    print("ready: benchmark, lesson model and pseudo-labels are in place")
+    print("ready: benchmark, lesson model, pseudo-labels and up-to-date student notebooks are in place, "
+          f"and the {KERNEL!r} kernel imports cosuda")
     return 0
 
 

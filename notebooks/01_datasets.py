@@ -74,6 +74,11 @@ fig = dplots.show_samples({"GTA5": gta5, "SYNTHIA": synthia, "Cityscapes": citys
                           n=n_samples, seed=seed);
 
 # %% [markdown]
+# **Figure 1.** Example images of the three domains (one row per example), each beside its
+# label coloured with the official Cityscapes palette (black = ignored): GTA5-like and
+# SYNTHIA-like renders, and Cityscapes-like "photographs" (greyer, blurred, noisy).
+
+# %% [markdown]
 # ## How often does each class occur?
 #
 # The pixel share of each class (log scale): roads, buildings and sky dominate everywhere,
@@ -97,6 +102,11 @@ stats_sets = {
 counts = {name: data.class_frequencies(ds, max_items=max_items) for name, ds in stats_sets.items()}
 fig = dplots.plot_class_frequencies(counts);
 
+# %% [markdown]
+# **Figure 2.** Pixel share of each of the 19 classes per domain, on a log scale: a few classes
+# cover most pixels everywhere, the mixes differ between the sources and the target, and the
+# classes missing from a domain have no bar.
+
 # %%
 shares = {name: 100 * c / c.sum() for name, c in counts.items()}
 print("pixel share (%)    " + "".join(f"{name:>12s}" for name in shares))
@@ -117,9 +127,17 @@ for cls in ("road", "sky", "person", "rider", "bicycle", "truck", "terrain"):
 stats = {name: data.domain_statistics(ds, max_items=max_items) for name, ds in stats_sets.items()}
 fig = dplots.plot_class_colours({name: s["class_mean_rgb"] for name, s in stats.items()});
 
+# %% [markdown]
+# **Figure 3.** The mean colour of each class (columns) in each domain (rows; an empty cell: the
+# class does not occur): the same class has another colour in the target than in the sources.
+
 # %%
 # Figure: Per-channel intensity histograms per domain: the target's colour statistics differ from the sources'.
 fig = dplots.plot_channel_histograms({name: s["channel_hist"] for name, s in stats.items()});
+
+# %% [markdown]
+# **Figure 4.** Histograms of the red, green and blue intensities of all pixels, per domain: the
+# target's colour statistics differ from the sources'.
 
 # %%
 target_mean = stats["Cityscapes"]["class_mean_rgb"]
@@ -141,7 +159,7 @@ for name in ("GTA5", "SYNTHIA"):
 # paper's cosine-similarity loss on features, can build on.
 
 # %%
-# Figure: A colour-and-position pixel classifier trained on each domain and tested on the target: trained on a source, it does clearly worse.
+# Figure: IoU per class on the target of a colour-only Gaussian pixel classifier fitted on each domain: fitted on a source, it does clearly worse.
 def pixel_features(dataset, n_images, stride=4):
     """Features (N, 4) float32 = RGB + row (0 at the top, 1 at the bottom) and labels (N,) of every
     stride-th pixel of n_images images spread over the dataset; ignored pixels dropped."""
@@ -197,6 +215,12 @@ print("fitted on        colour   colour + row   (mIoU19 on Cityscapes val, %)")
 for name, (colour_only, with_row) in table.items():
     print(f"{name:14s} {colour_only:8.1f} {with_row:14.1f}")
 fig = dplots.plot_per_class(per_class, title="Colour-only Gaussian classifier on Cityscapes val: IoU per class");
+
+# %% [markdown]
+# **Figure 5.** IoU per class on Cityscapes-like val images of the **colour-only** Gaussian
+# classifier (the "colour" column of the table), fitted on each domain: fitted on a source
+# instead of the target, it loses much of its IoU. The row position ("colour + row" in the
+# table) is not part of the figure.
 
 # %% [markdown]
 # ## Running on the real datasets

@@ -90,6 +90,12 @@ fig = mplots.label_maps({"y^s (label)": y_s[0], "y~^s = I_nearest(y^s)": y_tilde
                         shade_label="incorrectly classified: not kept", ncols=5);
 
 # %% [markdown]
+# **Figure 1.** Process A on one source image: the image and its label $y^s$, then on the
+# feature grid (one cell per feature vector) the label resized by nearest neighbour
+# $\tilde y^s$, the network's argmax $c^s_{max}$, and $\hat c^s_{max}$ of eq. 6, where the
+# incorrectly classified cells are greyed out: their vectors are not kept.
+
+# %% [markdown]
 # Each cell of the three grids is one feature vector. The label is downsampled by **nearest
 # neighbour**, never blended, so a cell gets a real class (or 255), one of the labels under it.
 # Process A keeps only the cells where the network is right: the grey cells' vectors are
@@ -103,6 +109,11 @@ print(f"process A: {s_feats.shape[0]} vectors of size {s_feats.shape[1]}: "
       f"{names(torch.bincount(s_classes, minlength=NUM_CLASSES))}")
 # Figure: The correctly classified source vectors split by class: the S^c of eq. 6.
 fig = mplots.class_split(c_hat_s, prefix="S", noun="vectors");
+
+# %% [markdown]
+# **Figure 2.** The kept source vectors split by class: one panel per class $c$ (the largest
+# eight, largest first) showing on the feature grid the cells whose vectors form $S^c$ (eq. 6),
+# with their number.
 
 # %% [markdown]
 # ## Process B: every target vector gets a class (eq. 7, eq. 8)
@@ -139,6 +150,12 @@ fig = mplots.label_maps({"y_hat^t (pseudo-label)": y_hat_t[0], "y~^t = I_nearest
                         shade_label="filled in from c^t_max", ncols=3);
 
 # %% [markdown]
+# **Figure 3.** Process B on one target image: the image and its pseudo-label $\hat y^t$, then on
+# the feature grid the resized pseudo-label $\tilde y^t$ (black = ignored), the current argmax
+# $c^t_{max}$ (the split of eq. 8), the augmented pseudo-label $\dot y^t$ of eq. 7 (greyed cells:
+# filled in from $c^t_{max}$), and the ground truth, which the method never sees.
+
+# %% [markdown]
 # The black cells of $\tilde y^t$ are pixels the pseudo-label ignores. Process B does not drop
 # them: in $\dot y^t$ they take the class of the current argmax (greyed out above), so **every**
 # target vector belongs to some $T^c$ — unlike process A, which drops source vectors. The
@@ -155,6 +172,11 @@ counts = {"y~^t (pseudo-label only)": torch.bincount(y_tilde_t[y_tilde_t != IGNO
           "eq. 8 (argmax only)": torch.bincount(t_classes_eq8, minlength=NUM_CLASSES)}
 # Figure: Target vectors per class: from the pseudo-label alone, after the augmentation of eq. 7, and with the argmax alone (eq. 8).
 fig = mplots.class_bars(counts, ylabel="target vectors", title="the sizes of T^c");
+
+# %% [markdown]
+# **Figure 4.** The number of target vectors per class $c$ (the sizes of $T^c$): from the
+# pseudo-label alone (its ignored cells belong to no class), after the augmentation of eq. 7
+# (every vector has a class), and from the argmax alone (eq. 8).
 
 # %% [markdown]
 # ## Which split is right more often?
@@ -196,8 +218,8 @@ for name, out in (("lesson model", tgt), ("untrained network", fresh_out)):
 # labels (B, H, W)) -> (feats (N, k), classes (N,))` that returns the correctly classified vectors
 # in (b, y, x) order. The check compares it with `cosuda.method.process_a` on random inputs,
 # including FCN-8s-like logits at full resolution (take the argmax first, then resize it by nearest
-# neighbour). `method.resize_nearest(maps, (h, w))` resizes integer maps. Assign your function to
-# `answer_a`.
+# neighbour). `method.resize_nearest(maps, (h, w))` resizes integer maps. Write it as
+# `process_a_mine` in the answer cell, which assigns it to `answer_a` for the check.
 
 # %% tags=["solution"]
 def process_a_mine(features, logits, labels):
@@ -219,7 +241,8 @@ ex.check_process_a(answer_a)
 # %% [markdown]
 # **2.** Write process B yourself: `(features, logits, pseudo_labels or None) -> (feats, classes)`
 # returning every target vector with its class: the resized pseudo-label augmented with the argmax
-# (eq. 7), or the argmax alone when `pseudo_labels` is None (eq. 8). Assign it to `answer_b`.
+# (eq. 7), or the argmax alone when `pseudo_labels` is None (eq. 8). Write it as `process_b_mine`
+# in the answer cell, which assigns it to `answer_b`.
 
 # %% tags=["solution"]
 def process_b_mine(features, logits, pseudo_labels=None):

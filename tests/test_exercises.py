@@ -172,6 +172,37 @@ def test_process_b():
     not_yet(ex_proc.check_process_b)
 
 
+def test_wrong_classes_name_the_whole_process():
+    """The hint names "process A" / "process B", not the first word of "process B (eq. 7)"."""
+    def other_classes_b(features, logits, pseudo_labels=None):
+        f, c = process_b_reference(features, logits, pseudo_labels)
+        return f, (c + 1) % 19
+
+    def other_vectors_a(features, logits, labels):
+        f, c = process_a_reference(features, logits, labels)
+        return f + 1, c
+
+    b = fails(ex_proc.check_process_b(other_classes_b), "than process B keeps")
+    assert "process B (eq. 7): same shapes" in b.message, b.message
+    fails(ex_proc.check_process_a(other_vectors_a), "than process A keeps")
+
+
+def test_the_student_stub_of_notebook_04_defines_the_function_the_check_expects():
+    nb = nbformat.read(NOTEBOOKS / "04_processes_a_b.ipynb", as_version=4)
+    student = student_notebook(nb)
+    stubs = [c.source for c in student.cells if "answer" in c.metadata.get("tags", [])]
+    assert len(stubs) == 2
+    for stub, name, function, check in ((stubs[0], "answer_a", "process_a_mine", ex_proc.check_process_a),
+                                        (stubs[1], "answer_b", "process_b_mine", ex_proc.check_process_b)):
+        assert f"def {function}(" in stub and f"{name} = {function}" in stub, stub
+        assert "permute" not in stub and "return" not in stub, stub  # the body is the student's
+        namespace = {}
+        exec(stub, namespace)  # the stub runs as it is, and the check says what is missing
+        assert callable(namespace[name]) and namespace[name].__name__ == function
+        fails(check(namespace[name]), "returns None")
+        fails(check(5), f"{name} = {function}")  # a wrong kind of answer is told the name of the stub
+
+
 def test_random_case_is_a_fair_test():
     features, logits, labels = ex_proc.random_case(0)
     kept, _ = method.process_a(features, logits, labels)
@@ -294,4 +325,7 @@ def test_student_stubs_define_what_the_checks_read(stem):
                     if isinstance(n, ast.Call) and getattr(n.func, "attr", "").startswith("check_"))
         answer = call.args[0].id
         stub = student.cells[i].source
-        assert f"{answer} = ..." in stub, f"{stem}: the stub of cell {i} does not define {answer}:\n{stub}"
+        namespace = {}
+        exec(stub, namespace)  # the stub runs without the lesson's names and defines the answer
+        assert answer in namespace, f"{stem}: the stub of cell {i} does not define {answer}:\n{stub}"
+        assert namespace[answer] is Ellipsis or callable(namespace[answer]), f"{stem}: {answer} in\n{stub}"

@@ -7,7 +7,8 @@ cell and runs the check cell, which calls a ``check_*`` function of the lesson's
     ex.check_selected_count(answer)        # -> "Right: ..." or "Not yet: <hint>"
 
 Reference solutions sit in notebook cells tagged ``solution``; ``python -m cosuda.exercises.student``
-writes the student versions of all notebooks with those cells replaced by an empty answer cell.
+writes the student versions of all notebooks with those cells replaced by answer stubs and the
+outputs of the check cells and of every cell from the first solution on cleared (no answer shown).
 Tests run every reference solution through its checker (must pass) and a wrong answer (must fail).
 """
 from __future__ import annotations

@@ -40,22 +40,27 @@ def _call(fn, *args):
         out = fn(*args)
     except Exception as e:  # the student's code: report, do not raise
         return None, wrong(f"your function raised {type(e).__name__}: {e}")
+    if out is None:
+        return None, wrong("your function returns None: write its body in place of the `...` and end it with "
+                           "`return feats, classes`.")
     if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(torch.is_tensor(t) for t in out)):
         return None, wrong("return a pair of tensors (feats (N, k), classes (N,)).")
     return out, None
 
 
-def _compare(mine, truth, what: str) -> Result | None:
+def _compare(mine, truth, what: str, process: str) -> Result | None:
+    """None when `mine` equals `truth`, else a hint; `what` names the case ("process B (eq. 7)"),
+    `process` the reference ("process B")."""
     (f, c), (f_true, c_true) = mine, truth
     if f.shape != f_true.shape or c.shape != c_true.shape:
         return wrong(f"{what}: expected feats {tuple(f_true.shape)} and classes {tuple(c_true.shape)}, got "
                      f"{tuple(f.shape)} and {tuple(c.shape)}.")
     if torch.equal(f, f_true) and torch.equal(c.long(), c_true):
         return None
-    if sorted(c.tolist()) == sorted(c_true.tolist()):
+    if sorted(c.tolist()) == sorted(c_true.tolist()) and torch.equal(f.sort(0).values, f_true.sort(0).values):
         return wrong(f"{what}: the right vectors, in another order: flatten in (b, y, x) order, "
                      "features.permute(0, 2, 3, 1).reshape(-1, k).")
-    return wrong(f"{what}: same shapes, but other classes or vectors than {what.split()[0]} keeps.")
+    return wrong(f"{what}: same shapes, but other classes or vectors than {process} keeps.")
 
 
 def check_process_a(answer) -> Result:
@@ -64,7 +69,7 @@ def check_process_a(answer) -> Result:
     if verdict is not None:
         return verdict
     if not callable(answer):
-        return wrong("give the function itself (process_a_mine), not its result.")
+        return wrong("give the function itself (answer_a = process_a_mine), not its result.")
     for i, (features, logits, labels) in enumerate(_cases()):
         mine, error = _call(answer, features, logits, labels)
         if error is not None:
@@ -80,7 +85,7 @@ def check_process_a(answer) -> Result:
                          "labels to (h, w) by nearest neighbour (cosuda.method.resize_nearest), take the argmax "
                          "of the logits (resized to (h, w) too when they are larger, as for FCN-8s), and keep "
                          "the pixels where they agree; 255 never agrees.")
-        bad = _compare(mine, truth, "process A")
+        bad = _compare(mine, truth, "process A", "process A")
         if bad is not None:
             return bad
     return right("your process A matches cosuda.method.process_a on three random cases (one with "
@@ -94,7 +99,7 @@ def check_process_b(answer) -> Result:
     if verdict is not None:
         return verdict
     if not callable(answer):
-        return wrong("give the function itself (process_b_mine), not its result.")
+        return wrong("give the function itself (answer_b = process_b_mine), not its result.")
     for i, (features, logits, pseudo) in enumerate(_cases()):
         for labels, eq in ((pseudo, "eq. 7"), (None, "eq. 8")):
             mine, error = _call(answer, features, logits, labels)
@@ -107,7 +112,7 @@ def check_process_b(answer) -> Result:
             if labels is not None and (mine[1] == 255).any():
                 return wrong("255 is left in the classes: where the resized pseudo-label is 255, use the current "
                              "argmax instead (the augmentation of eq. 7).")
-            bad = _compare(mine, truth, f"process B ({eq})")
+            bad = _compare(mine, truth, f"process B ({eq})", "process B")
             if bad is not None:
                 return bad
     return right("your process B matches cosuda.method.process_b with pseudo-labels (eq. 7) and without (eq. 8).")

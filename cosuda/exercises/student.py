@@ -1,14 +1,39 @@
-"""Write the student versions of the lesson notebooks: solution cells replaced by answer stubs.
+"""Write the student versions of the lesson notebooks: no reference solution, no answer shown.
 
     python -m cosuda.exercises.student [--out student/]
 
-A cell tagged ``solution`` holds a reference answer; in the student version it becomes a code
-cell with the first line of the solution if it is a comment (the task), then ``...`` lines
-for the student to fill in, and no outputs. Everything else is kept, outputs included.
+For every ``notebooks/NN_*.ipynb`` it writes ``<out>/NN_*.ipynb`` (and ``<out>/.cosuda-student.json``,
+which records what each was written from, for ``python -m cosuda.workshop check``):
+
+* **Solutions become stubs.** A cell tagged ``solution`` holds a reference answer; it becomes a code
+  cell tagged ``answer`` with the solution's leading comment lines (the task, if it starts with
+  one), then one stub per thing the check cell reads: ``name = ...`` for every name the solution
+  assigns, ``def f(<same signature>):`` with a ``...`` body for every function it defines, and an
+  assignment of such a function to a name (``answer_a = process_a_mine``) kept as it is, so that
+  the stub names exactly what the check expects.
+* **Which outputs are cleared.** Every code cell *from the first solution cell of the notebook on*
+  loses its outputs and execution count: the answer cells, the check cells (which would show the
+  teacher's "Right: ..."), and any cell between or after them, whose output may depend on an
+  answer. So does every *check cell* anywhere: a code cell that calls a ``check_*`` function of a
+  ``cosuda.exercises`` module (``ex.check_...(...)`` after ``from cosuda.exercises import x as ex``,
+  or a ``check_*`` imported from such a module); a cell that is not valid Python is a check cell
+  when it contains ``check_<name>(``. Cells before the first solution keep their outputs: they are
+  the lesson's figures and tables, and, run top to bottom, they run before any answer exists.
+* **No jupytext pairing.** ``metadata.jupytext`` (``formats: ipynb,py:percent``) and jupytext's
+  cell metadata are dropped, so JupyterLab does not write ``<out>/NN_*.py`` beside the notebooks;
+  a ``<out>/NN_*.py`` left from an earlier version (with the stem of a notebook written now) is
+  deleted, so a re-write never leaves JupyterLab a "... is more recent than ....py" pair to refuse.
+* **Normalised.** nbformat 4.5 with a cell id on every cell (the original ids, kept), validated,
+  written byte for byte as an nbformat read/write round trip would write it, so opening and
+  saving a student notebook unchanged does not change the file.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,31 +42,237 @@ import nbformat
 from ..config import REPO_ROOT
 
 SOLUTION_TAG = "solution"
+ANSWER_TAG = "answer"
 STUB = "# Your answer here (then run the check cell below).\n"
+MANIFEST = ".cosuda-student.json"
+WRITER_VERSION = 2  # bump when the student versions change for reasons other than the notebooks
+JUPYTEXT_CELL_METADATA = ("lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker")
+_CHECK_TEXT = re.compile(r"\bcheck_\w+\s*\(")
+
+
+_LINE_MAGIC = re.compile(r"^(\s*)%\w+\s?")
+
+
+def _parse(source: str) -> ast.Module | None:
+    """The cell as Python: `%%cell` magic and `!shell` lines blanked, `%line magic` lines read as the
+    code they run (`%time f(x)` as `f(x)`); None if it is not Python."""
+    lines = ["" if line.lstrip().startswith(("%%", "!")) else _LINE_MAGIC.sub(r"\1", line)
+             for line in source.splitlines()]
+    text = "\n".join(lines)
+    try:
+        return ast.parse(text)
+    except SyntaxError:
+        return None
+
+
+def exercise_names(cells) -> tuple[set[str], set[str]]:
+    """(names bound to a cosuda.exercises module, names bound to a check_* function of one),
+    from the import statements of all code cells."""
+    modules, functions = set(), set()
+    for cell in cells:
+        tree = _parse(cell.source) if cell.cell_type == "code" else None
+        for node in ast.walk(tree) if tree else ():
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == "cosuda.exercises" or alias.name.startswith("cosuda.exercises."):
+                        modules.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module == "cosuda":
+                    modules.update(a.asname or a.name for a in node.names if a.name == "exercises")
+                elif node.module == "cosuda.exercises" or node.module.startswith("cosuda.exercises."):
+                    for alias in node.names:
+                        (functions if alias.name.startswith("check_") else modules).add(alias.asname or alias.name)
+    return modules, functions
+
+
+def is_check_cell(cell, modules: set[str], functions: set[str]) -> bool:
+    """Whether a code cell calls a check_* function of a cosuda.exercises module."""
+    if cell.cell_type != "code":
+        return False
+    tree = _parse(cell.source)
+    if tree is None:
+        return bool(_CHECK_TEXT.search(cell.source))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in functions:
+            return True
+        if isinstance(func, ast.Attribute) and func.attr.startswith("check_"):
+            root = func.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in modules:
+                return True
+    return False
+
+
+def _assigned_names(tree: ast.Module) -> list[str]:
+    """Names the cell assigns at its top level (in compound statements too, not in functions,
+    classes, lambdas or comprehensions), in order."""
+    names: list[str] = []
+
+    def targets(node):
+        if isinstance(node, ast.Name):
+            names.append(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                targets(elt)
+        elif isinstance(node, ast.Starred):
+            targets(node.value)
+
+    def visit(node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+                             ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                targets(t)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets(node.target)
+        elif isinstance(node, ast.NamedExpr):
+            targets(node.target)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for statement in tree.body:
+        visit(statement)
+    return names
+
+
+def _definition_stub(node) -> str:
+    """`def f(<signature>):` (or `class C(<bases>):`) with its docstring, if any, and a `...` body."""
+    head = "\n".join(f"@{ast.unparse(d)}" for d in node.decorator_list)
+    head = head + "\n" if head else ""
+    if isinstance(node, ast.ClassDef):
+        bases = ", ".join([ast.unparse(b) for b in node.bases] + [ast.unparse(k) for k in node.keywords])
+        head += f"class {node.name}({bases}):" if bases else f"class {node.name}:"
+    else:
+        returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+        prefix = "async def" if isinstance(node, ast.AsyncFunctionDef) else "def"
+        head += f"{prefix} {node.name}({ast.unparse(node.args)}){returns}:"
+    doc = ast.get_docstring(node, clean=False)
+    if doc is None:
+        body = "    ..."
+    elif '"""' in doc or doc.endswith("\\"):
+        body = f"    {ast.unparse(node.body[0])}\n    ..."
+    else:
+        body = f'    """{doc}"""\n    ...'
+    return f"{head}\n{body}"
+
+
+def answer_stub(source: str) -> str:
+    """The student's cell for a solution cell's source (see the module docstring)."""
+    task = []
+    for line in source.splitlines():
+        if line.strip().startswith("#"):
+            task.append(line.strip())
+        elif line.strip() or task:
+            break
+    tree = _parse(source)
+    if tree is None:  # not Python: stub the `name = value` lines
+        names = [line.split("=")[0].strip() for line in source.splitlines()
+                 if line and not line.startswith((" ", "#", "\t")) and "=" in line
+                 and line.split("=")[0].strip().isidentifier()]
+        body = "".join(f"{name} = ...\n" for name in dict.fromkeys(names))
+    else:
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        parts, stubbed = [], set()
+        for statement in tree.body:
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                parts.append(_definition_stub(statement) + "\n\n\n")
+                stubbed.add(statement.name)
+            elif (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                  and isinstance(statement.targets[0], ast.Name) and isinstance(statement.value, ast.Name)
+                  and statement.value.id in defined):  # answer_a = process_a_mine: the student's function
+                parts.append(f"{statement.targets[0].id} = {statement.value.id}\n")
+                stubbed.add(statement.targets[0].id)
+            else:
+                for name in _assigned_names(ast.Module(body=[statement], type_ignores=[])):
+                    if name not in stubbed:
+                        parts.append(f"{name} = ...\n")
+                        stubbed.add(name)
+        body = "".join(parts)
+    return (STUB + "".join(line + "\n" for line in task) + body).rstrip("\n")
 
 
 def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of `nb` with every solution cell replaced by an empty answer cell."""
+    """A copy of `nb` without solutions, answers or jupytext pairing (see the module docstring)."""
     out = nbformat.from_dict(nb)
+    out.metadata.pop("jupytext", None)
+    modules, functions = exercise_names(out.cells)
+    solutions = [i for i, c in enumerate(out.cells) if SOLUTION_TAG in c.get("metadata", {}).get("tags", [])]
+    first = solutions[0] if solutions else len(out.cells)
     for i, cell in enumerate(out.cells):
-        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
-            answer_names = [line.split("=")[0].strip() for line in cell.source.splitlines()
-                            if line and not line.startswith((" ", "#", "\t")) and "=" in line
-                            and line.split("=")[0].strip().isidentifier()]
-            body = STUB + "".join(f"{name} = ...\n" for name in dict.fromkeys(answer_names))
-            out.cells[i] = nbformat.v4.new_code_cell(body.rstrip("\n"), metadata={"tags": ["answer"]})
+        for key in JUPYTEXT_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if i in solutions:
+            stub = nbformat.v4.new_code_cell(answer_stub(cell.source), metadata={"tags": [ANSWER_TAG]})
+            if "id" in cell:
+                stub["id"] = cell["id"]
+            out.cells[i] = stub
+        elif cell.cell_type == "code" and (i >= first or is_check_cell(cell, modules, functions)):
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
     return out
 
 
+def normalised(nb: nbformat.NotebookNode) -> str:
+    """The text nbformat writes for `nb` as v4.5 with cell ids, validated; a read/write round trip
+    of that text gives the same text."""
+    nb = nbformat.from_dict(nb)
+    nb.nbformat, nb.nbformat_minor = 4, max(5, nb.get("nbformat_minor", 0))
+    seen = set()
+    for cell in nb.cells:
+        if not cell.get("id") or cell["id"] in seen:
+            cell["id"] = nbformat.v4.nbbase.random_cell_id()
+        seen.add(cell["id"])
+    nbformat.validate(nb)
+    text = nbformat.writes(nb, version=4)
+    text = text if text.endswith("\n") else text + "\n"
+    again = nbformat.writes(nbformat.reads(text, as_version=4), version=4)
+    if (again if again.endswith("\n") else again + "\n") != text:
+        raise RuntimeError("nbformat would rewrite the student notebook on a load/save round trip")
+    return text
+
+
+def source_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def write_student_versions(out_dir: Path, notebooks_dir: Path = REPO_ROOT / "notebooks") -> list[Path]:
+    """Writes the student version of every notebooks_dir/NN_*.ipynb to out_dir (overwriting), deletes
+    out_dir/NN_*.py files of the same stems (stale jupytext pairs), records the sources in MANIFEST."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
+    written, sources = [], {}
+    for path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
+        text = normalised(student_notebook(nbformat.read(path, as_version=4)))
         target = out_dir / path.name
-        nbformat.write(student_notebook(nb), target)
+        stale_pair = target.with_suffix(".py")
+        if stale_pair.is_file():
+            stale_pair.unlink()
+        target.write_text(text, encoding="utf-8")
         written.append(target)
+        sources[path.name] = source_digest(path)
+    (out_dir / MANIFEST).write_text(json.dumps({"writer_version": WRITER_VERSION, "sources": sources},
+                                               indent=1, sort_keys=True) + "\n")
     return written
+
+
+def stale_student_versions(out_dir: Path, notebooks_dir: Path = REPO_ROOT / "notebooks") -> list[str]:
+    """Names of the notebooks whose student version in out_dir is missing or was not written from
+    the current notebooks_dir/NN_*.ipynb by this writer (empty: up to date). Students' own edits
+    of the student notebooks do not count: the manifest records what they were written from."""
+    names = [p.name for p in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))]
+    try:
+        manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
+        recorded = manifest["sources"] if manifest.get("writer_version") == WRITER_VERSION else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        recorded = {}
+    return [name for name in names if not (Path(out_dir) / name).is_file()
+            or recorded.get(name) != source_digest(Path(notebooks_dir) / name)]
 
 
 def main(argv=None) -> int:
