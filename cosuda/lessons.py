@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from .method import class_similarity, cosine_loss_from_matrices
 
 __all__ = ["class_id", "predict", "confidence_histograms", "exact_thresholds", "pseudo_label_quality",
            "unmatched_classes", "dictionary_bytes", "class_similarity_matrices", "Selection", "select",
@@ -218,10 +219,10 @@ def class_similarity_matrices(feats: torch.Tensor, classes: torch.Tensor, bank, 
     """
     out = {}
     for c in (range(num_classes) if only is None else only):
-        t = feats[classes == c].detach().float()
-        d = (bank.get(c) if hasattr(bank, "get") else bank[c]).detach().float().to(t.device)
+        t = feats[classes == c].detach()
+        d = bank.get(c) if hasattr(bank, "get") else bank[c]
         if t.shape[0] and d.shape[0]:
-            out[int(c)] = F.normalize(t, dim=1, eps=1e-12) @ F.normalize(d, dim=1, eps=1e-12).T
+            out[int(c)] = class_similarity(t, d).float()  # eq. 9
     return out
 
 
@@ -259,22 +260,17 @@ class Selection:
 def select(matrices: Mapping[int, torch.Tensor], t_cos: float, num_classes: int = NUM_CLASSES) -> Selection:
     """Eq. 10 from the matrices M^c: selected = M^c > T_cos; "sum" = (1/C) sum_c sum_selected (1 - M)
     (the equation read literally), "mean" = the mean over classes with a selected element of
-    the mean of (1 - M) over them (0 when nothing is selected). Same values as
-    `cosuda.method.cosine_loss` with reduction "sum" / "mean", computed the plain way."""
+    the mean of (1 - M) over them (0 when nothing is selected): `cosuda.method.cosine_loss_from_matrices`
+    in float64, the same values as `cosuda.method.cosine_loss` with reduction "sum" / "mean"."""
     result = Selection(float(t_cos), num_classes)
-    sums, means = [], []
     for c, m in sorted(matrices.items()):
-        chosen = m[m > t_cos]
         result.classes.append(int(c))
         result.rows.append(int(m.shape[0]))
         result.cols.append(int(m.shape[1]))
-        result.selected.append(int(chosen.numel()))
-        if chosen.numel():
-            distance = (1.0 - chosen).double()
-            sums.append(float(distance.sum()))
-            means.append(float(distance.mean()))
-    result.loss_sum = sum(sums) / num_classes
-    result.loss_mean = float(np.mean(means)) if means else 0.0
+        result.selected.append(int((m > t_cos).sum()))
+    exact = [m.detach().double() for _, m in sorted(matrices.items())]
+    result.loss_sum = float(cosine_loss_from_matrices(exact, t_cos, num_classes, "sum"))  # eq. 10
+    result.loss_mean = float(cosine_loss_from_matrices(exact, t_cos, num_classes, "mean"))
     return result
 
 

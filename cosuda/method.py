@@ -1,49 +1,53 @@
-"""The method of the paper (section 3.2, supplementary B and D): processes A and B, the source
-feature dictionary and the cosine similarity loss.
+"""The method of the paper (section 3.2, supplementary B and D), in the order of Fig. 2.
 
-    function / class        paper            what it computes
-    ----------------------  ---------------  ------------------------------------------------
-    process_a               eq. 6            correctly classified source vectors S^c with their class
-    process_b               eq. 7 / eq. 8    target vectors T^c split by the augmented pseudo-label
-                                             (eq. 7) or by the current prediction (eq. 8)
-    FeatureDictionary       sec. 3.2         D^c: per class, a queue of the newest dict-size source vectors
-    cosine_loss             eq. 9-10         M^c = cos(T^c, D^c); L1 between the elements M^c > T_cos and 1
-    layer_thresholds        suppl. D         T_cos, T_cos + 0.1, T_cos + 0.2 for fc7, pool4, pool3
-    cosine_loss_layers      eq. 19-20        mean over layers of cosine_loss (FCN-8s)
+    function / class          paper            what it computes
+    ------------------------  ---------------  ----------------------------------------------
+    process_a                 eq. 6            correctly classified source vectors S^c with their class
+    process_b                 eq. 7 / eq. 8    target vectors T^c split by the augmented pseudo-label
+                                               (eq. 7) or by the current prediction (eq. 8)
+    FeatureDictionary         sec. 3.2         D^c: per class, a queue of the newest dict-size source vectors
+    class_similarity          eq. 9            M^c = cos(T^c, D^c), a (N_c, n_c) matrix
+    cosine_loss_from_matrices eq. 10           L1 between the elements M^c > T_cos and 1, from the M^c
+    cosine_loss_reference     eq. 9-10         the two above, one class at a time, plain autograd
+    cosine_loss               eq. 9-10         the same value and gradient, fast (cosuda.method_fast)
+    layer_thresholds          suppl. D         T_cos, T_cos + 0.1, T_cos + 0.2 for fc7, pool4, pool3
+    cosine_loss_layers        eq. 19-20        mean over layers of cosine_loss (FCN-8s)
+
+One training step (Fig. 2): process A on the source image -> enqueue S^c into D -> process B
+on the target image -> L_cos between each T^c and D^c -> backward (the dictionary is a
+constant: no gradient reaches it).
 
 Shapes follow the paper: feature maps f (B, k, h, w), class scores p (B, C, h, w) (FCN-8s gives
 them at full resolution (B, C, H, W), supplementary D), labels y (B, H, W) with 255 = ignore.
-Flattened vectors are rows (N, k) in (b, y, x) order.
-
-Pure tensor math: this module imports only torch, so it can be read, tested and reused alone.
+The paper's [k x hw] matrices are rows here: flattened vectors are (N, k) in (b, y, x) order.
 
 Two readings of eq. 10 are offered (`reduction`): "sum" is eq. 10 literally,
 (1/C) sum_c ||M_hat^c - 1||_1 over the selected elements; "mean" averages (1 - M) over each
 class's selected elements and then over the classes that have any. The sum grows with the
 number of selected pairs (up to ~10^6 per class at paper scale), the mean stays in [0, 1 - T_cos].
 
-`cosine_loss` has three implementations that give the same value and gradient:
-"reference" (plain autograd, one class at a time: the one to read next to eq. 9-10),
-"sorted" (rows sorted by class once, a hand-written backward; the fast path on CPU) and
-"grouped" (one `torch._grouped_mm` over all classes with static shapes; meant for GPUs).
+The paper comes first in this file; the implementations follow it: the ring buffer behind
+`FeatureDictionary`, and `cosine_loss`, which checks its inputs and runs the reference or one of
+the fast implementations of `cosuda.method_fast` ("sorted", "grouped": how they work, and what
+a captured CUDA-graph step requires of them, is described there).
 
-Order within a training step, as in Fig. 2: process A -> enqueue -> process B -> cosine_loss
--> backward. The "sorted" backward reads the dictionary, so an enqueue between the loss and its
-backward pass is an error (autograd reports the in-place change).
+Pure tensor math: this module imports only torch (and cosuda.method_fast, which imports only torch).
 """
 from __future__ import annotations
 
 import warnings
-from typing import Sequence, Union
+from typing import Iterable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
+from .method_fast import EPS, accumulation_dtype, bincount_static, fast_cosine_loss, grouped_available, pad_bank
+
 IGNORE_INDEX = 255  # the ignore label (cosuda.labels.IGNORE_INDEX; repeated to import only torch)
-EPS = 1e-12  # norms are clamped to EPS (as in F.normalize): a zero vector has cosine 0, never NaN
 
 __all__ = [
-    "process_a", "process_a_masked", "process_b", "FeatureDictionary", "cosine_loss", "layer_thresholds",
+    "process_a", "process_a_masked", "process_b", "FeatureDictionary", "class_similarity",
+    "cosine_loss_from_matrices", "cosine_loss_reference", "cosine_loss", "layer_thresholds",
     "cosine_loss_layers", "resize_nearest", "predicted_classes", "grouped_available",
 ]
 
@@ -69,24 +73,6 @@ def predicted_classes(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     then resized to the feature map's (h, w) by nearest neighbour (supplementary D, eq. 16).
     """
     return resize_nearest(logits.detach().argmax(dim=1), size)
-
-
-def _flatten(features: torch.Tensor) -> torch.Tensor:
-    """(B, k, h, w) -> (B*h*w, k): one row per pixel, in (b, y, x) order."""
-    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
-
-
-def _check_maps(fn: str, features: torch.Tensor, logits: torch.Tensor, labels, what: str) -> None:
-    if features.dim() != 4:
-        raise ValueError(f"{fn}: features must be (B, k, h, w), got shape {tuple(features.shape)}")
-    if logits.dim() != 4 or logits.shape[0] != features.shape[0]:
-        raise ValueError(f"{fn}: logits must be (B, C, h, w) with B = {features.shape[0]} like the "
-                         f"features, got shape {tuple(logits.shape)}")
-    if labels is not None and (labels.dim() != 3 or labels.shape[0] != features.shape[0]):
-        raise ValueError(f"{fn}: {what} must be (B, H, W) with B = {features.shape[0]}, got shape "
-                         f"{tuple(labels.shape)}; add a batch dimension with {what}[None]")
-    if labels is not None and labels.is_floating_point():
-        raise ValueError(f"{fn}: {what} must hold integer trainIds, got dtype {labels.dtype}")
 
 
 def process_a(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
@@ -141,44 +127,134 @@ def process_b(features: torch.Tensor, logits: torch.Tensor,
     return _flatten(features), classes.flatten()
 
 
-def _check_class_range(classes: torch.Tensor, num_classes: int, what: str) -> None:
-    """Class ids must lie in [0, num_classes). Checked without a host sync on accelerators. Not
-    checked inside a compiled (captured) step, which cannot raise: there the labels are valid by
-    construction (`cosuda.data` maps every value of a label file that is not a trainId to 255)."""
-    if classes.numel() == 0 or torch.compiler.is_compiling():
-        return
-    if classes.device.type == "cpu":
-        low, high = int(classes.min()), int(classes.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(f"{what} hold class ids in [{low}, {high}], outside [0, {num_classes}) "
-                             f"(255 is the only other value allowed in labels)")
-    else:
-        torch._assert_async(((classes >= 0) & (classes < num_classes)).all(),
-                            f"{what} hold class ids outside [0, {num_classes})")
-
-
-def _bincount(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Rows per class (num_classes,) int64, classes in [0, num_classes): torch.bincount with a
-    shape that never depends on the data (bincount's does), so it can be captured."""
-    zeros = torch.zeros(num_classes, dtype=torch.int64, device=classes.device)
-    return zeros.index_add_(0, classes, torch.ones_like(classes))
-
-
 # --------------------------------------------------------------------------------------------
 # The source feature dictionary D (section 3.2)
 # --------------------------------------------------------------------------------------------
+# D^c is a queue of the newest dict-size source vectors of class c: every iteration enqueues
+# process A's S^c and the oldest vectors are dequeued, so a target vector of class c meets
+# source vectors of many recent images, also when the current source image lacks class c (the
+# "unmatching problem"). `FeatureDictionary` (below the loss) implements it as a ring buffer
+# that behaves exactly like one `collections.deque(maxlen=dict_size)` per class.
+
+
+# --------------------------------------------------------------------------------------------
+# The cosine similarity loss (eq. 9-10)
+# --------------------------------------------------------------------------------------------
+def class_similarity(t: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: M^c = T^c^T D^c / (||T^c||^T ||D^c||), the cosine similarity of every target vector
+    of class c with every dictionary vector of class c.
+
+    t: T^c (N_c, k), the target vectors of class c (process B) as rows; d: D^c (n_c, k).
+    Returns M^c (N_c, n_c), computed in t's dtype but at least float32. D^c is detached: the
+    loss does not back-propagate through the dictionary. Norms are clamped to EPS (as in
+    F.normalize): a zero vector has cosine 0 with everything, never NaN.
+    """
+    dtype = accumulation_dtype(t.dtype)               # float32 for 16-bit inputs; float64 stays
+    t, d = t.to(dtype), d.detach().to(t.device, dtype)
+    t_norm = torch.linalg.vector_norm(t, dim=1, keepdim=True).clamp_min(EPS)  # ||T^c||_2 (N_c, 1)
+    d_norm = torch.linalg.vector_norm(d, dim=1, keepdim=True).clamp_min(EPS)  # ||D^c||_2 (n_c, 1)
+    return (t / t_norm) @ (d / d_norm).T              # = (T^T D) / (||T||^T ||D||), eq. 9
+
+
+def cosine_loss_from_matrices(matrices: Iterable[torch.Tensor], threshold: float, num_classes: int,
+                              reduction: str = "mean") -> torch.Tensor:
+    """Eq. 10 from the matrices M^c of eq. 9 (one (N_c, n_c) tensor per class that has one; a
+    class without target or dictionary vectors has an empty matrix or none).
+
+    M_hat^c = the elements of M^c above threshold T_cos; the loss is their L1 distance to 1:
+      "sum":  (1/C) sum_c ||M_hat^c - 1||_1, C = num_classes         (eq. 10 read literally)
+      "mean": the mean over the classes with a selected element of mean(1 - M_hat^c)
+    Returns a 0-dim tensor in the matrices' dtype (float32 when there are none); 0 when
+    nothing is selected.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"cosine loss: reduction must be 'mean' or 'sum', got {reduction!r}")
+    matrices = list(matrices)
+    distances = [1.0 - m[m > threshold] for m in matrices]   # |M_hat^c - 1| on the selected elements
+    distances = [x for x in distances if x.numel() > 0]      # classes with nothing selected add nothing
+    if not distances:  # 0, still connected to the M^c: a zero gradient flows back through them
+        return sum((m.sum() for m in matrices), torch.zeros(())) * 0.0
+    if reduction == "sum":
+        return torch.cat(distances).sum() / num_classes        # eq. 10
+    return torch.stack([x.mean() for x in distances]).mean()
+
+
+def cosine_loss_reference(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshold: float,
+                          num_classes: int, reduction: str = "mean") -> torch.Tensor:
+    """L_cos (eq. 9-10) the plain way: one class at a time, plain autograd. `cosine_loss` with
+    impl="reference" checks its inputs and calls this; the fast implementations are tested
+    against it.
+
+    feats T (N, k) and classes (N,) from process B; bank a FeatureDictionary or a sequence of
+    num_classes tensors D^c (n_c, k). Returns a 0-dim tensor in feats' dtype but at least
+    float32, differentiable w.r.t. feats (also when it is 0).
+    """
+    matrices = [class_similarity(feats[classes == c], _class_bank(bank, c, feats.shape[1]))  # M^c, eq. 9
+                for c in range(num_classes)]
+    return cosine_loss_from_matrices(matrices, threshold, num_classes, reduction)  # eq. 10
+
+
+# --------------------------------------------------------------------------------------------
+# FCN-8s: three layers (supplementary D, eq. 19-20)
+# --------------------------------------------------------------------------------------------
+def layer_thresholds(t_cos: float, n_layers: int = 3, step: float = 0.1) -> tuple[float, ...]:
+    """T_cos for each layer, deepest first: (T, T + 0.1, T + 0.2) for fc7, pool4, pool3.
+
+    Shallower layers get higher thresholds (supplementary D), so that only clearly similar
+    vectors are pulled together there.
+    """
+    return tuple(round(t_cos + i * step, 10) for i in range(n_layers))
+
+
+def cosine_loss_layers(feats_list: Sequence[torch.Tensor], classes_list: Sequence[torch.Tensor],
+                       banks: Sequence[Bank], thresholds: Sequence[float], num_classes: int,
+                       reduction: str = "mean", *, impl: str = "auto") -> torch.Tensor:
+    """Eq. 20: the mean over layers l of cosine_loss(T_l, D_l, T_cos_l) (one dictionary per layer).
+
+    One entry per layer in each sequence: feats (N_l, k_l), classes (N_l,), a bank of dim k_l
+    and a threshold. Returns a 0-dim tensor (float32; float64 for float64 feats).
+    """
+    n = len(feats_list)
+    if not (n == len(classes_list) == len(banks) == len(thresholds)) or n == 0:
+        raise ValueError(f"cosine_loss_layers: need as many feats, classes, banks and thresholds "
+                         f"(one per layer), got {n}, {len(classes_list)}, {len(banks)}, {len(thresholds)}")
+    losses = [cosine_loss(f, c, b, t, num_classes, reduction, impl=impl)
+              for f, c, b, t in zip(feats_list, classes_list, banks, thresholds)]
+    return torch.stack(losses).mean()
+
+
+# ============================================================================================
+# Implementations: the dictionary's ring buffer, and cosine_loss (checks, then an impl)
+# ============================================================================================
 class FeatureDictionary:
     """D: for each class c, a queue D^c of the newest `size` source feature vectors (dict-size).
 
-    Storage is one preallocated ring buffer, (num_classes, slots, dim) plus one scratch row,
-    with slots = size rounded up to a multiple of 8 (see __init__), plus, per class, a write
-    pointer and a count, all on the device (allocated on the first enqueue, on the features'
-    device, unless `device` is given). `enqueue` is index arithmetic on the device: no loop
-    over classes, no host sync, no reallocation. `dtype` is the storage precision (float16 /
-    bfloat16 halve the memory: 19 x 2500 x 2048 floats are 389 MB in float32).
+    The queue (what it holds). Each class has its own queue of capacity `size`, exactly
+    `collections.deque(maxlen=size)`:
 
-    The reciprocal norm of every stored vector is kept beside it, so the loss never has to
-    re-read the whole buffer to normalise it.
+        for f, c in zip(feats, classes):   # enqueue: rows in order, later rows are newer
+            queue[c].append(f)             # a full queue drops its oldest vector
+        get(c) == list(queue[c])           # D^c, oldest first: min(size, enqueued) vectors
+
+    (tests/test_method.py checks the ring buffer against that deque.) Only the set of vectors
+    in D^c matters to the loss, not their order.
+
+    The ring buffer (how it holds them). Storage is preallocated once: `size` slots per class
+    (rounded up to a multiple of 8, see __init__; the extra slots stay empty) and one scratch
+    row, plus per class a pointer `ptr[c]` (the slot the next vector overwrites: once the queue
+    is full, its oldest vector) and `total[c]` (vectors ever enqueued). The j-th vector of class
+    c ever enqueued (j = 0, 1, ...) lives in slot j mod size, so `get` rotates the slots by
+    `ptr[c]` to list them oldest first. One enqueue gives each row its rank among the call's
+    rows of its class and writes it to slot (ptr[c] + rank) mod size; when a call brings more
+    than `size` rows of a class, the older ones would be overwritten within the call, so they
+    go to the scratch row instead. All of it is index arithmetic on the device: no loop over
+    classes, no host sync, no reallocation, no data-dependent shape (a captured step can run it).
+
+    Everything lives on one device (allocated on the first enqueue, on the features' device,
+    unless `device` is given). `dtype` is the storage precision (float16 / bfloat16 halve the
+    memory: 19 x 2500 x 2048 floats are 389 MB in float32). The reciprocal norm of every
+    stored vector is kept beside it, in `accumulation_dtype(dtype)` (float32 for 16-bit
+    storage, float64 for float64), so the loss never re-reads the whole buffer to normalise it.
     """
 
     def __init__(self, num_classes: int, size: int, dim: int,
@@ -194,7 +270,7 @@ class FeatureDictionary:
         # The slots beyond `size` are never written: empty, like a queue not yet full.
         self.slots = -(-size // 8) * 8
         self._storage = None  # (C*slots + 1, dim); the last row is a scratch row (see enqueue)
-        self._inv_norms = None  # (C*slots + 1,) float32: 1 / max(||v||, EPS), 0 for empty slots
+        self._inv_norms = None  # (C*slots + 1,) at least float32: 1 / max(||v||, EPS), 0 for empty slots
         self._ptr = None  # (C,) int64: the slot the next vector of the class overwrites
         self._total = None  # (C,) int64: vectors of the class ever enqueued
         if device is not None:
@@ -203,7 +279,7 @@ class FeatureDictionary:
     def _allocate(self, device: torch.device) -> None:
         rows = self.num_classes * self.slots + 1
         self._storage = torch.zeros(rows, self.dim, dtype=self.dtype, device=device)
-        self._inv_norms = torch.zeros(rows, dtype=torch.float32, device=device)
+        self._inv_norms = torch.zeros(rows, dtype=accumulation_dtype(self.dtype), device=device)
         self._ptr = torch.zeros(self.num_classes, dtype=torch.int64, device=device)
         self._total = torch.zeros(self.num_classes, dtype=torch.int64, device=device)
 
@@ -242,7 +318,7 @@ class FeatureDictionary:
             classes = torch.where(keep, classes, C)
         n = classes.shape[0]
         # rank = position of a row among this call's rows of its class (0 = oldest)
-        n_new = _bincount(classes, C + 1)                             # (C+1,), group C = not kept
+        n_new = bincount_static(classes, C + 1)                             # (C+1,), group C = not kept
         order = torch.argsort(classes, stable=True)                   # class blocks, call order inside
         first = torch.cumsum(n_new, 0) - n_new                        # where each block starts
         rank = torch.empty_like(classes)
@@ -253,7 +329,7 @@ class FeatureDictionary:
         slot = (self._ptr.index_select(0, classes.clamp(max=C - 1)) + rank) % S
         row = torch.where(fits, classes * self.slots + slot, torch.full_like(slot, C * self.slots))
         self._storage.index_copy_(0, row, feats)
-        norms = torch.linalg.vector_norm(feats, dim=1, dtype=torch.float32)
+        norms = torch.linalg.vector_norm(feats, dim=1, dtype=self._inv_norms.dtype)  # never narrower
         self._inv_norms.index_copy_(0, row, 1.0 / norms.clamp_min(EPS))
         # in place, so that a captured step keeps writing the same memory
         self._ptr.add_(n_new[:C]).remainder_(S)
@@ -285,7 +361,8 @@ class FeatureDictionary:
 
     @property
     def inv_norms(self) -> torch.Tensor:
-        """(num_classes, size) float32: 1 / max(||v||, EPS) of each slot, 0 for empty slots."""
+        """(num_classes, size): 1 / max(||v||, EPS) of each slot, 0 for empty slots; float32 (float64
+        for float64 storage)."""
         if self._storage is None:
             self._allocate(torch.device("cpu"))
         return self._inv_norms[:-1].view(self.num_classes, self.slots)[:, :self.size]
@@ -350,7 +427,7 @@ class FeatureDictionary:
         self._ptr.copy_(state["ptr"])
         self._total.copy_(state["total"])
         # the reciprocal norms are derived data: recomputed, so they match the loaded buffer
-        norms = torch.linalg.vector_norm(self.buffer, dim=2, dtype=torch.float32)
+        norms = torch.linalg.vector_norm(self.buffer, dim=2, dtype=self._inv_norms.dtype)
         self.inv_norms.copy_(torch.where(self.valid_mask(), 1.0 / norms.clamp_min(EPS), 0.0))
 
     def to(self, device: str | torch.device) -> "FeatureDictionary":
@@ -368,9 +445,7 @@ class FeatureDictionary:
                 f"dtype={self.dtype}, device={self.device})")
 
 
-# --------------------------------------------------------------------------------------------
-# The cosine similarity loss (eq. 9-10)
-# --------------------------------------------------------------------------------------------
+
 Bank = Union[FeatureDictionary, Sequence[torch.Tensor]]
 IMPLS = ("auto", "reference", "sorted", "grouped")
 
@@ -388,12 +463,14 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
     reduction "sum":  (1 / num_classes) * sum_c sum_selected (1 - M)        (eq. 10 literally)
     reduction "mean": mean over classes with a selected element of the mean of (1 - M) there;
                       0 when nothing is selected.
-    Returns a float32 scalar, differentiable w.r.t. feats in every case (also when it is 0).
-    Sums are accumulated in float32 whatever the input precision.
+    Returns a 0-dim tensor, float32 (float64 for float64 feats: sums are accumulated in at
+    least float32 whatever the input precision, never narrower than it), differentiable
+    w.r.t. feats in every case (also when it is 0). Autocast is off inside: feats' dtype decides.
 
-    impl: "reference" (plain autograd, one class at a time), "sorted" (CPU default),
-    "grouped" (torch._grouped_mm, for GPUs; falls back to "sorted" with a warning where it
-    cannot run), "auto" (grouped on CUDA or inside torch.compile where it can run, else sorted).
+    impl: "reference" (`cosine_loss_reference`: plain autograd, one class at a time), "sorted"
+    (CPU default), "grouped" (torch._grouped_mm, for GPUs; falls back to "sorted" with a warning
+    where it cannot run), "auto" (grouped on CUDA or inside torch.compile where it can run,
+    else sorted). All give the same value and gradient; see cosuda.method_fast.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"cosine_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -423,16 +500,51 @@ def cosine_loss(feats: torch.Tensor, classes: torch.Tensor, bank: Bank, threshol
         impl = "sorted"
     with torch.autocast(feats.device.type, enabled=False):  # the precision of feats decides
         if impl == "reference":
-            banks = _class_banks(bank, num_classes, feats.shape[1])
-            return _loss_reference(feats, classes, banks, threshold, num_classes, reduction)
-        padded, inv_norms, valid = _padded_bank(bank, num_classes, feats.shape[1], feats.dtype)
-        return _CosineLoss.apply(feats, classes, padded, inv_norms, valid, threshold, num_classes,
-                                 reduction, impl == "grouped")
+            return cosine_loss_reference(feats, classes, bank, threshold, num_classes, reduction)
+        if isinstance(bank, FeatureDictionary):  # already padded: its ring buffer
+            padded, inv_norms, valid = bank.padded()
+        else:
+            padded, inv_norms, valid = pad_bank([_class_bank(bank, c, feats.shape[1]) for c in range(num_classes)],
+                                                num_classes, feats.dtype)
+        return fast_cosine_loss(feats, classes, padded.to(feats.dtype), inv_norms, valid, threshold,
+                                num_classes, reduction, grouped=impl == "grouped")
 
 
-def _zero(feats: torch.Tensor) -> torch.Tensor:
-    """A float32 zero that still backpropagates (a zero gradient) into feats."""
-    return feats.sum().float() * 0.0
+# --------------------------------------------------------------------------------------------
+# Input checks and small helpers
+# --------------------------------------------------------------------------------------------
+def _flatten(features: torch.Tensor) -> torch.Tensor:
+    """(B, k, h, w) -> (B*h*w, k): one row per pixel, in (b, y, x) order."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+
+
+def _check_maps(fn: str, features: torch.Tensor, logits: torch.Tensor, labels, what: str) -> None:
+    if features.dim() != 4:
+        raise ValueError(f"{fn}: features must be (B, k, h, w), got shape {tuple(features.shape)}")
+    if logits.dim() != 4 or logits.shape[0] != features.shape[0]:
+        raise ValueError(f"{fn}: logits must be (B, C, h, w) with B = {features.shape[0]} like the "
+                         f"features, got shape {tuple(logits.shape)}")
+    if labels is not None and (labels.dim() != 3 or labels.shape[0] != features.shape[0]):
+        raise ValueError(f"{fn}: {what} must be (B, H, W) with B = {features.shape[0]}, got shape "
+                         f"{tuple(labels.shape)}; add a batch dimension with {what}[None]")
+    if labels is not None and labels.is_floating_point():
+        raise ValueError(f"{fn}: {what} must hold integer trainIds, got dtype {labels.dtype}")
+
+
+def _check_class_range(classes: torch.Tensor, num_classes: int, what: str) -> None:
+    """Class ids must lie in [0, num_classes). Checked without a host sync on accelerators. Not
+    checked inside a compiled (captured) step, which cannot raise: there the labels are valid by
+    construction (`cosuda.data` maps every value of a label file that is not a trainId to 255)."""
+    if classes.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if classes.device.type == "cpu":
+        low, high = int(classes.min()), int(classes.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"{what} hold class ids in [{low}, {high}], outside [0, {num_classes}) "
+                             f"(255 is the only other value allowed in labels)")
+    else:
+        torch._assert_async(((classes >= 0) & (classes < num_classes)).all(),
+                            f"{what} hold class ids outside [0, {num_classes})")
 
 
 def _check_bank(bank: Bank, num_classes: int, feats: torch.Tensor) -> None:
@@ -454,208 +566,13 @@ def _check_bank(bank: Bank, num_classes: int, feats: torch.Tensor) -> None:
             raise ValueError(f"cosine_loss: bank[{c}] is on {d.device}, feats on {feats.device}")
 
 
-def _class_banks(bank: Bank, num_classes: int, k: int) -> list[torch.Tensor]:
-    """D^c for every class as (n_c, k) tensors, detached (the paper detaches D^c)."""
+def _class_bank(bank: Bank, c: int, k: int) -> torch.Tensor:
+    """D^c (n_c, k), detached (the paper detaches D^c): from a dictionary or a list."""
     if isinstance(bank, FeatureDictionary):
-        n = bank.counts.tolist()
-        return [bank.buffer[c, :n[c]] for c in range(num_classes)]  # order inside D^c is irrelevant
-    return [d.detach().reshape(-1, k) for d in bank]
+        return bank.get(c)
+    return bank[c].detach().reshape(-1, k)  # an empty entry may have any shape
 
 
-def _unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x (N, k), a temporary that is overwritten when float32 -> x / max(||x||, EPS) in x's dtype,
-    1 / max(||x||, EPS) float32 (N,), and the rows whose norm is above EPS (N,) bool."""
-    norm = torch.linalg.vector_norm(x, dim=1, dtype=torch.float32)
-    inv = 1.0 / norm.clamp_min(EPS)
-    if x.dtype == torch.float32:
-        unit = x.mul_(inv[:, None])
-    else:  # scale in float32 and round once (float16 cannot even hold 1 / EPS)
-        unit = (x * inv[:, None]).to(x.dtype)
-    return unit, inv, norm > EPS
-
-
-# --- "reference": plain autograd, one class at a time ------------------------------------------
-def _loss_reference(feats, classes, banks, threshold, num_classes, reduction):
-    sums, means = [], []
-    for c in range(num_classes):
-        t = feats[classes == c]                                  # T^c (rows instead of columns)
-        d = banks[c].to(feats.dtype)                             # D^c, a constant
-        if t.shape[0] == 0 or d.shape[0] == 0:
-            continue
-        t_unit = t / torch.linalg.vector_norm(t, dim=1, keepdim=True).clamp_min(EPS)
-        d_unit = d / torch.linalg.vector_norm(d, dim=1, keepdim=True).clamp_min(EPS)
-        m = t_unit @ d_unit.T                                    # M^c, eq. 9
-        selected = m > threshold                                 # 1[M^c > T_cos], eq. 10
-        if not selected.any():
-            continue
-        distance = (1.0 - m[selected]).float()                   # |M_hat^c - 1| on the selected elements
-        sums.append(distance.sum())
-        means.append(distance.mean())
-    if not sums:
-        return _zero(feats)
-    if reduction == "sum":
-        return torch.stack(sums).sum() / num_classes
-    return torch.stack(means).mean()
-
-
-def _class_weights(loss_c, count_c, num_classes, reduction):
-    """Loss and per-class weight w_c = dL / d(sum_selected (1 - M^c)) from per-class sums (C,)."""
-    if reduction == "sum":
-        weight = torch.full_like(loss_c, 1.0 / num_classes)
-        return loss_c.sum() / num_classes, weight
-    active = count_c > 0
-    n_active = active.sum().clamp_min(1)
-    weight = torch.where(active, 1.0 / (count_c.clamp_min(1) * n_active), 0.0)
-    return (loss_c * weight).sum(), weight
-
-
-# --- "sorted" and "grouped": all classes at once, hand-written backward --------------------------
-def grouped_available(feats: torch.Tensor) -> bool:
-    """Whether impl="grouped" can run for these target vectors on this torch build."""
-    if not hasattr(torch, "_grouped_mm") or feats.shape[1] * feats.element_size() % 16:
-        return False  # rows must be 16-byte aligned
-    if feats.device.type == "cpu":  # traced, its shape function accepts only 16-bit inputs
-        traced = torch.compiler.is_compiling()
-        return feats.dtype == torch.bfloat16 or (feats.dtype == torch.float32 and not traced)
-    if feats.device.type == "cuda":  # cuBLAS grouped GEMM: bfloat16 on Hopper or newer
-        return feats.dtype == torch.bfloat16 and torch.cuda.get_device_capability(feats.device)[0] >= 9
-    return False
-
-
-def _padded_bank(bank: Bank, num_classes: int, k: int, dtype: torch.dtype):
-    """Every D^c in one (C, S, k) tensor of `dtype`, with (C, S) float32 1/||D^c_j|| (0 for empty
-    slots) and the (C, S) mask of real vectors. A dictionary already is this (its ring buffer);
-    a list is padded with zero rows to S = its largest n_c rounded up to a multiple of 8."""
-    if isinstance(bank, FeatureDictionary):
-        buffer, inv_norms, valid = bank.padded()
-        return buffer.to(dtype), inv_norms, valid
-    banks = [d.detach().reshape(-1, k) for d in bank]
-    size = max(8, -(-max(d.shape[0] for d in banks) // 8) * 8)
-    device = next((d.device for d in banks if d.numel()), banks[0].device)
-    padded = torch.zeros(num_classes, size, k, dtype=dtype, device=device)
-    inv_norms = torch.zeros(num_classes, size, dtype=torch.float32, device=device)
-    valid = torch.zeros(num_classes, size, dtype=torch.bool, device=device)
-    for c, d in enumerate(banks):
-        n = d.shape[0]
-        padded[c, :n] = d
-        inv_norms[c, :n] = 1.0 / torch.linalg.vector_norm(d, dim=1, dtype=torch.float32).clamp_min(EPS)
-        valid[c, :n] = True
-    return padded, inv_norms, valid
-
-
-class _CosineLoss(torch.autograd.Function):
-    """Eq. 9-10 for all classes at once, with the rows of T sorted by class (T^c is then one
-    contiguous block) and M an (N, S) matrix: each target row against the S slots of its class.
-
-    Forward: M = T_unit @ D^c.T, one product per class ("sorted") or one grouped product
-    ("grouped"), each column scaled by 1/||D^c_j|| (eq. 9). Then, in place, relu(M - T_cos):
-    its row sums give sum_selected (1 - M) = n_selected (1 - T_cos) - sum relu(M - T_cos), its
-    sign is the selection 1[M > T_cos]. Only that mask (divided by ||D^c_j||) is kept; "sorted"
-    allocates no other (N, S) tensor ("grouped" also gathers the (N, S) column scales).
-    Backward: dL/dT_unit = -w_c * mask @ D^c, then the backward of the row normalisation.
-    """
-
-    @staticmethod
-    def forward(ctx, feats, classes, bank, inv_norms, valid, threshold, num_classes, reduction, grouped):
-        order = torch.argsort(classes)
-        sorted_classes = classes.index_select(0, order)
-        rows_per_class = _bincount(classes, num_classes)
-        unit, inv_norm, not_tiny = _unit_rows(feats.detach().index_select(0, order))
-        if grouped:  # static shapes, no host sync
-            offsets = torch.cumsum(rows_per_class, 0).to(torch.int32)
-            m = torch._grouped_mm(unit, bank.transpose(1, 2), offs=offsets)  # (N, S)
-            column_scale = inv_norms.index_select(0, sorted_classes).to(m.dtype)  # 1/||D_j|| per row's class
-            m.mul_(column_scale)                                 # M, eq. 9
-        else:
-            offsets = rows_per_class.tolist()                    # the one host sync
-            m = unit.new_empty(unit.shape[0], bank.shape[1])
-            for c, rows in _class_blocks(offsets):
-                torch.mm(unit[rows], bank[c].T, out=m[rows])     # unit targets . raw D^c
-                m[rows].mul_(inv_norms[c].to(m.dtype))           # M^c, eq. 9
-        # T_cos as a 0-dim tensor of m's dtype: the comparison below and the sums after it use
-        # the same rounded value on every device, and filling it needs no host-to-device copy
-        t_used = m.new_full((), threshold)
-        m.sub_(t_used).clamp_(min=0.0)                           # relu(M - T_cos): > 0 exactly where selected
-        if threshold < 0:                                        # an empty slot (cosine 0) would pass
-            m.mul_(valid.index_select(0, sorted_classes).to(m.dtype))
-        excess = m.sum(dim=1, dtype=torch.float32)
-        m.sign_()                                                # 1[M > T_cos]
-        count = m.sum(dim=1, dtype=torch.float32)
-        if grouped:                                              # mask / ||D_j||, for the backward
-            m = _aligned(m.mul_(column_scale))
-        else:
-            for c, rows in _class_blocks(offsets):
-                m[rows].mul_(inv_norms[c].to(m.dtype))
-        # n (1 - T) - sum relu(M - T) with the T that was subtracted: exact where M = T exactly
-        # (a target vector parallel to a bank vector, T close to 1)
-        zeros = torch.zeros(num_classes, dtype=torch.float64, device=feats.device)
-        count_c = zeros.index_add(0, sorted_classes, count.double())
-        excess_c = zeros.index_add(0, sorted_classes, excess.double())
-        loss_c = count_c * (1.0 - t_used.double()) - excess_c            # sum_selected (1 - M) per class
-        loss, weight = _class_weights(loss_c, count_c, num_classes, reduction)
-        # sum_selected M per row: the backward needs u_i . g_i, which is exactly this (see there)
-        selected_sum = (count * t_used.float() + excess) * not_tiny
-        ctx.grouped, ctx.offsets = grouped, offsets
-        ctx.save_for_backward(unit, inv_norm, selected_sum, order, sorted_classes, m, bank, weight.float())
-        return loss.float()
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        unit, inv_norm, selected_sum, order, sorted_classes, mask, bank, weight = ctx.saved_tensors
-        if ctx.grouped:
-            grad_unit = torch._grouped_mm(mask, bank, offs=ctx.offsets)   # sum_j 1[M_ij > T] D_j / ||D_j||
-        else:
-            grad_unit = torch.empty_like(unit)
-            for c, rows in _class_blocks(ctx.offsets):
-                torch.mm(mask[rows], bank[c], out=grad_unit[rows])
-        # g_i = sum_j 1[M_ij > T] D_j / ||D_j||, so u_i . g_i = sum_j 1[M_ij > T] M_ij: the forward's
-        # selected_sum. Backward of u = x / ||x||: dL/dx = (g - u (u . g)) / ||x|| (g / EPS if clamped)
-        g = grad_unit.float()                                     # in place when float32
-        g.addcmul_(unit, selected_sum[:, None], value=-1.0)
-        per_row = (-grad_loss * weight).index_select(0, sorted_classes)    # dL/dM = -w_c when selected
-        g.mul_((inv_norm * per_row)[:, None])
-        grad_feats = torch.empty_like(unit).index_copy_(0, order, g.to(unit.dtype))
-        return grad_feats, None, None, None, None, None, None, None, None
-
-
-def _class_blocks(rows_per_class: list[int]):
-    """(class, slice of its rows) for every class with rows, rows being sorted by class."""
-    start = 0
-    for c, n in enumerate(rows_per_class):
-        if n:
-            yield c, slice(start, start + n)
-        start += n
-
-
-def _aligned(m: torch.Tensor) -> torch.Tensor:
-    """m, or a copy of it, whose rows start on 16-byte boundaries as grouped_mm requires. The
-    padding after each row is zero: the CPU kernel reads it, and 0 * NaN garbage would be NaN."""
-    if m.is_contiguous() and m.shape[1] * m.element_size() % 16 == 0:
-        return m
-    width = -(-m.shape[1] * m.element_size() // 16) * 16 // m.element_size()
-    return torch.zeros(m.shape[0], width, dtype=m.dtype, device=m.device)[:, :m.shape[1]].copy_(m)
-
-
-# --------------------------------------------------------------------------------------------
-# FCN-8s: three layers (supplementary D, eq. 19-20)
-# --------------------------------------------------------------------------------------------
-def layer_thresholds(t_cos: float, n_layers: int = 3, step: float = 0.1) -> tuple[float, ...]:
-    """T_cos for each layer, deepest first: (T, T + 0.1, T + 0.2) for fc7, pool4, pool3.
-
-    Shallower layers get higher thresholds (supplementary D), so that only clearly similar
-    vectors are pulled together there.
-    """
-    return tuple(round(t_cos + i * step, 10) for i in range(n_layers))
-
-
-def cosine_loss_layers(feats_list: Sequence[torch.Tensor], classes_list: Sequence[torch.Tensor],
-                       banks: Sequence[Bank], thresholds: Sequence[float], num_classes: int,
-                       reduction: str = "mean", *, impl: str = "auto") -> torch.Tensor:
-    """Eq. 20: the mean over layers l of cosine_loss(T_l, D_l, T_cos_l) (one dictionary per layer)."""
-    n = len(feats_list)
-    if not (n == len(classes_list) == len(banks) == len(thresholds)) or n == 0:
-        raise ValueError(f"cosine_loss_layers: need as many feats, classes, banks and thresholds "
-                         f"(one per layer), got {n}, {len(classes_list)}, {len(banks)}, {len(thresholds)}")
-    losses = [cosine_loss(f, c, b, t, num_classes, reduction, impl=impl)
-              for f, c, b, t in zip(feats_list, classes_list, banks, thresholds)]
-    return torch.stack(losses).mean()
+def _zero(feats: torch.Tensor) -> torch.Tensor:
+    """A zero in the loss's dtype that still backpropagates (a zero gradient) into feats."""
+    return feats.sum().to(accumulation_dtype(feats.dtype)) * 0.0

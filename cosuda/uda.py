@@ -23,7 +23,7 @@ from torch import nn
 from . import distributed as dist
 from .adversarial import adversarial_loss, discriminator_loss
 from .labels import IGNORE_INDEX
-from .method import FeatureDictionary, cosine_loss, layer_thresholds, process_a_masked, process_b
+from .method import FeatureDictionary, cosine_loss_layers, layer_thresholds, process_a_masked, process_b
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -176,17 +176,16 @@ class UDAStep:
     def _cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
         mode, C = self.flags["cos"], self.num_classes
         gather = dist.all_gather_rows  # every rank's rows, in rank order (static shapes)
-        losses = []
+        feats, classes, banks = [], [], []  # per feature layer: T, its classes, D (eq. 20)
         for layer, (fs, ft) in enumerate(zip(fs_list, ft_list)):
-            threshold = self.thresholds[layer]
             if mode == "unsplit":
                 # Ablation "w/o class-wise split": all current source vectors against all
                 # target vectors as one class (no processes A/B, no dictionary).
                 src = fs.detach().permute(0, 2, 3, 1).reshape(-1, fs.shape[1])
                 tgt = ft.permute(0, 2, 3, 1).reshape(-1, ft.shape[1])
-                zeros = torch.zeros(tgt.shape[0], dtype=torch.long, device=tgt.device)
-                losses.append(cosine_loss(tgt, zeros, [gather(src)], threshold, 1,
-                                          reduction=self.reduction, impl=self.cos_impl))
+                feats.append(tgt)
+                classes.append(torch.zeros(tgt.shape[0], dtype=torch.long, device=tgt.device))
+                banks.append([gather(src)])
                 continue
             with torch.no_grad():  # process A, eq. 6: every source row and whether it is correct
                 s_feats, s_classes, correct = process_a_masked(fs.detach(), ls.detach(), ys)
@@ -203,9 +202,13 @@ class UDAStep:
                 bank = FeatureDictionary(C, s_feats.shape[0], s_feats.shape[1], device=s_feats.device,
                                          dtype=s_feats.dtype)
                 bank.enqueue(s_feats, s_classes, keep=correct)
-            losses.append(cosine_loss(t_feats, t_classes, bank, threshold, C,
-                                      reduction=self.reduction, impl=self.cos_impl))
-        return torch.stack([l.float() for l in losses]).mean()  # eq. 20: average over layers
+            feats.append(t_feats)
+            classes.append(t_classes)
+            banks.append(bank)
+        # eq. 10 per layer, averaged over the layers (eq. 20; one layer: just eq. 10)
+        return cosine_loss_layers(feats, classes, banks, self.thresholds[:len(feats)],
+                                  1 if mode == "unsplit" else C, reduction=self.reduction,
+                                  impl=self.cos_impl).float()
 
     # --- state for checkpoints --------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cosuda.config import VARIANTS
-from cosuda.method import FeatureDictionary, cosine_loss, process_a, process_a_masked, process_b
+from cosuda.method import FeatureDictionary, cosine_loss, cosine_loss_layers, process_a, process_a_masked, process_b
 from cosuda.uda import UDAStep
 
 needs_grouped = pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="torch._grouped_mm missing")
@@ -173,3 +173,38 @@ def test_compile_mode_is_checked():
     with pytest.raises(ValueError, match="compile must be"):
         UDAStep(model, torch.optim.SGD(model.parameters(), lr=0.1), VARIANTS["ours"], num_classes=19,
                 t_cos=0.5, lambda_cos=1.0, dict_size=4, feature_dims=[16], compile="graphs")
+
+
+class _ThreeLayerSegmenter(_TinySegmenter):
+    """Three feature maps like FCN-8s's fc7, pool4, pool3 (suppl. D), all of dim 16."""
+
+    def forward(self, x):
+        f = self.features(x)
+        return [f, f.flip(1), f.roll(1, dims=1)], self.classifier(f)
+
+
+@pytest.mark.parametrize("variant", ["ours", "wo-dict", "wo-split"])
+def test_the_step_averages_the_layers_with_cosine_loss_layers(variant, monkeypatch):
+    """Eq. 20 in the training step is `cosine_loss_layers`: one call with every layer's T, its
+    classes, its bank and its threshold (T, T + 0.1, T + 0.2), and its value is the step's term."""
+    import cosuda.uda as uda
+
+    calls = []
+
+    def spy(feats, classes, banks, thresholds, num_classes, **kw):
+        loss = cosine_loss_layers(feats, classes, banks, thresholds, num_classes, **kw)
+        each = [cosine_loss(f, c, b, t, num_classes, impl="reference")
+                for f, c, b, t in zip(feats, classes, banks, thresholds)]
+        calls.append((len(feats), tuple(thresholds), num_classes, loss.item(), torch.stack(each).mean().item()))
+        return loss
+
+    monkeypatch.setattr(uda, "cosine_loss_layers", spy)
+    torch.manual_seed(0)
+    model = _ThreeLayerSegmenter()
+    step = UDAStep(model, torch.optim.SGD(model.parameters(), lr=0.05), VARIANTS[variant], num_classes=19,
+                   t_cos=0.0, lambda_cos=1.0, dict_size=12, feature_dims=[16, 16, 16])
+    log = step(*next(_batches(1)))
+    (n, thresholds, num_classes, value, mean_of_layers), = calls
+    assert n == 3 and thresholds == (0.0, 0.1, 0.2) and num_classes == (1 if variant == "wo-split" else 19)
+    assert value == pytest.approx(mean_of_layers, rel=1e-5) and value > 0
+    assert log["cos"] == pytest.approx(value, rel=1e-6)

@@ -6,8 +6,10 @@ from collections import deque
 import pytest
 import torch
 
-from cosuda.method import (FeatureDictionary, cosine_loss, cosine_loss_layers, grouped_available,
-                           layer_thresholds, process_a, process_b, resize_nearest)
+from cosuda import method
+from cosuda.method import (FeatureDictionary, class_similarity, cosine_loss, cosine_loss_from_matrices,
+                           cosine_loss_layers, cosine_loss_reference, grouped_available, layer_thresholds,
+                           process_a, process_b, resize_nearest)
 
 torch.set_num_threads(2)
 IMPLS = ["reference", "sorted", "grouped"]
@@ -158,6 +160,11 @@ def test_dictionary_half_precision_storage(dtype):
     assert d.get(0).dtype == dtype and d.buffer.dtype == dtype
     assert torch.equal(d.get(0), x[[0, 2, 3]].to(dtype))
     assert d.buffer.element_size() == 2
+    assert d.inv_norms.dtype == torch.float32  # norms of 16-bit vectors are kept in float32
+    held = d.valid_mask()
+    torch.testing.assert_close(d.inv_norms[held], 1.0 / d.buffer[held].float().norm(dim=1))
+    loss = cosine_loss(torch.randn(6, 3), torch.tensor([0, 1] * 3), d, -1.0, 2, impl="sorted")
+    assert loss.dtype == torch.float32 and loss > 0
 
 
 def test_dictionary_state_dict_round_trip():
@@ -207,6 +214,48 @@ def tiny_example():
     classes = torch.tensor([0, 0, 1])
     bank = [pad(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), (0, 2)), pad(torch.tensor([[1.0, 0.0]]), (0, 2))]
     return feats, classes, bank
+
+
+def test_class_similarity_is_eq_9_by_hand():
+    feats, classes, bank = tiny_example()
+    m0 = class_similarity(feats[classes == 0], bank[0])
+    torch.testing.assert_close(m0, torch.tensor([[1.0, math.sqrt(0.5)], [0.0, math.sqrt(0.5)]]))
+    t = torch.tensor([[3.0, 4.0], [0.0, 0.0]], requires_grad=True)  # a zero vector: cosine 0, not NaN
+    d = torch.tensor([[4.0, 3.0], [-3.0, -4.0]], requires_grad=True)
+    m = class_similarity(t, d)
+    torch.testing.assert_close(m, torch.tensor([[24 / 25, -1.0], [0.0, 0.0]]))
+    m.sum().backward()
+    assert d.grad is None and t.grad is not None  # D^c is detached (sec. 3.2)
+    assert class_similarity(t.bfloat16(), d).dtype == torch.float32
+    assert class_similarity(t.double(), d).dtype == torch.float64
+    assert class_similarity(t[:0], d).shape == (0, 2) and class_similarity(t, d[:0]).shape == (2, 0)
+
+
+def test_cosine_loss_from_matrices_both_readings():
+    m = [torch.tensor([[1.0, 0.5], [0.2, 0.9]]), torch.zeros(0, 3), torch.tensor([[0.7]])]
+    # T = 0.6 selects 1, 0.9 (class 0) and 0.7 (class 2); eq. 10: (1/C) sum of 1 - M
+    assert cosine_loss_from_matrices(m, 0.6, 4, "sum").item() == pytest.approx((0.0 + 0.1 + 0.3) / 4)
+    assert cosine_loss_from_matrices(m, 0.6, 4, "mean").item() == pytest.approx((0.05 + 0.3) / 2)
+    assert cosine_loss_from_matrices(m, 1.0, 4).item() == 0.0  # M > T, strictly
+    assert cosine_loss_from_matrices([], 0.5, 4).item() == 0.0
+    with pytest.raises(ValueError, match="reduction"):
+        cosine_loss_from_matrices(m, 0.6, 4, "max")
+
+
+def test_impl_reference_is_cosine_loss_reference(monkeypatch):
+    feats, classes, bank = tiny_example()
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return cosine_loss_reference(*args)
+
+    monkeypatch.setattr(method, "cosine_loss_reference", spy)
+    loss = cosine_loss(feats, classes, bank, 0.5, 2, "sum", impl="reference")
+    assert len(calls) == 1 and calls[0][3:] == (0.5, 2, "sum")
+    assert loss.item() == cosine_loss_reference(feats, classes, bank, 0.5, 2, "sum").item()
+    cosine_loss(feats, classes, bank, 0.5, 2, "sum", impl="sorted")
+    assert len(calls) == 1  # the fast implementations do not go through it
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -411,7 +460,7 @@ def test_cosine_loss_layers_is_the_mean_over_layers(reduction):
 def test_grouped_mask_rows_are_aligned_with_zero_padding():
     """torch's CPU grouped_mm reads the padding after each row of its left operand: it must
     be zero there (0 * NaN garbage made whole gradient rows NaN)."""
-    from cosuda.method import _aligned
+    from cosuda.method_fast import _aligned
     m = torch.randn(5, 13).to(torch.bfloat16)
     a = _aligned(m)
     assert torch.equal(a, m) and a.stride(0) * a.element_size() % 16 == 0
@@ -419,3 +468,85 @@ def test_grouped_mask_rows_are_aligned_with_zero_padding():
     assert torch.equal(padding, torch.zeros_like(padding))
     aligned = torch.randn(5, 8)
     assert _aligned(aligned) is aligned
+
+
+# --------------------------------------------------------------------------------------------
+# float64: every implementation, value and gradient (torch.autograd.gradcheck)
+# --------------------------------------------------------------------------------------------
+def float64_problem(seed, n=24, k=8, C=4):
+    """A small problem in float64 with no zero row (a zero vector is where x / max(||x||, EPS)
+    is not differentiable) and bank sizes of several multiples of 8 (a padded list bank)."""
+    feats, classes, bank = random_problem(seed, n=n, k=k, C=C, dtype=torch.float64)
+    feats[0] = 1.0
+    return feats, classes, bank
+
+
+def float64_dictionary(bank, size=6, history=None):
+    """A float64 FeatureDictionary holding `bank` after older vectors (so every queue wraps);
+    `history`, a list, receives every vector enqueued per class."""
+    g = torch.Generator().manual_seed(11)
+    d = FeatureDictionary(len(bank), size, bank[0].shape[1], dtype=torch.float64)
+    for c, b in enumerate(bank):
+        older = torch.randn(2 * size, b.shape[1], generator=g, dtype=torch.float64)
+        d.enqueue(older, torch.full((2 * size,), c))
+        d.enqueue(b, torch.full((b.shape[0],), c))
+        if history is not None:
+            history.append(torch.cat([older, b]))
+    return d
+
+
+def test_dictionary_works_in_float64():
+    feats, classes, bank = float64_problem(12)
+    history = []
+    d = float64_dictionary(bank, history=history)
+    assert d.buffer.dtype == torch.float64 and d.inv_norms.dtype == torch.float64
+    for c in range(len(bank)):
+        assert torch.equal(d.get(c), history[c][-6:])  # the newest `size` vectors, exactly (no rounding)
+    held = d.valid_mask()
+    torch.testing.assert_close(d.inv_norms[held], 1.0 / d.buffer[held].norm(dim=1), rtol=1e-15, atol=0)
+    e = FeatureDictionary(len(bank), 6, 8)
+    e.load_state_dict(d.state_dict())
+    assert e.dtype == torch.float64 and torch.equal(e.inv_norms, d.inv_norms)
+
+
+EVERY_IMPL = ["reference", "sorted", "grouped", "auto"]
+
+
+def _maybe_fallback(impl, feats):
+    """impl="grouped" where it cannot run falls back to "sorted" with a warning (float64 on
+    every device: torch._grouped_mm takes 32- and 16-bit floats only)."""
+    if impl == "grouped" and not grouped_available(feats):
+        return pytest.warns(UserWarning, match="grouped")
+    from contextlib import nullcontext
+    return nullcontext()
+
+
+@pytest.mark.parametrize("impl", EVERY_IMPL)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("bank_kind", ["list", "dictionary"])
+def test_float64_gradcheck_of_every_impl(impl, reduction, bank_kind):
+    feats, classes, bank = float64_problem(13)
+    bank = float64_dictionary(bank) if bank_kind == "dictionary" else bank
+    x = feats.clone().requires_grad_(True)
+    with _maybe_fallback(impl, x):
+        loss = cosine_loss(x, classes, bank, 0.2, 4, reduction, impl=impl)
+    assert loss.dtype == torch.float64 and loss > 0  # something is selected: the check proves something
+    with _maybe_fallback(impl, x):
+        assert torch.autograd.gradcheck(
+            lambda t: cosine_loss(t, classes, bank, 0.2, 4, reduction, impl=impl), (x,),
+            eps=1e-6, atol=1e-9, rtol=1e-6)  # tight: gradcheck's default rtol (1e-3) misses a 0.1% error
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_impls_agree_in_float64_to_rounding(reduction):
+    feats, classes, bank = random_problem(14, dtype=torch.float64)  # with its zero row
+    for bank_or_dictionary in (bank, float64_dictionary(bank, size=20)):
+        results = {}
+        for impl in ["reference", "sorted", "auto"]:
+            x = feats.clone().requires_grad_(True)
+            loss = cosine_loss(x, classes, bank_or_dictionary, 0.3, 5, reduction, impl=impl)
+            loss.backward()
+            results[impl] = (loss.detach(), x.grad)
+        for impl in ["sorted", "auto"]:
+            torch.testing.assert_close(results[impl][0], results["reference"][0], rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(results[impl][1], results["reference"][1], rtol=1e-10, atol=1e-12)
