@@ -56,7 +56,8 @@ class RunConfig:
     variant: str = "ours"
     source: str = "gta5"                 # gta5 | synthia
     arch: str = "deeplabv2"              # deeplabv2 | fcn8s
-    backbone: str = "resnet101"          # deeplabv2 backbones: resnet18/34/50/101
+    backbone: str = "resnet101"          # deeplabv2 backbones: resnet18/34/50/101, efficientnet_lite0
+    output_stride: int = 8               # deeplabv2: 8 (the paper's); 16 for efficientnet_lite0 on CPU
     weights: str = "imagenet"            # imagenet | random | /path/to/weights.pth
     norm: str = "frozen_bn"              # frozen_bn (paper) | group (training from random weights)
     num_classes: int = 19
@@ -100,6 +101,10 @@ class RunConfig:
     lambda_adv: float = 0.001
     d_lr: float = 1e-4
     d_betas: tuple = (0.9, 0.99)
+
+    # --- the paper's hypothesis, measured at every evaluation (cosuda/alignment.py) ---
+    align_items: int = 0                 # source probe images and target val images; 0 = off
+    align_per_class: int = 100           # probe-dictionary vectors per class
 
     # --- the run ---
     seed: int = 0

@@ -118,7 +118,7 @@ class ConfusionMeter:
 # Evaluation over a dataset
 # --------------------------------------------------------------------------------------------
 def evaluate(model, dataset, device="cpu", batch_size: int = 1, num_workers: int = 0,
-             progress: bool = True, max_items: int | None = None) -> dict:
+             progress: bool = True, max_items: int | None = None, on_batch=None) -> dict:
     """mIoU of `model` on `dataset` with the field's protocol.
 
     model: `features, logits = model(x)`, `model.upsample(logits, (H, W))`, already on
@@ -127,7 +127,9 @@ def evaluate(model, dataset, device="cpu", batch_size: int = 1, num_workers: int
     images, e.g. 2048x1024 labels for 1024x512 predictions). max_items: the first items only.
     Returns {"confusion": int64 (C, C), "per_class_iou": (C,) in percent (NaN for classes
     absent from both), "miou19" (all C classes), "miou16", "miou13": floats in percent}
-    (miou16 / miou13 are NaN unless C = 19).
+    (miou16 / miou13 are NaN unless C = 19). `on_batch(index, features, labels)`, if given, is
+    called for every batch with the model's feature maps (a list) and the labels, under
+    inference mode (the engine's alignment measures use it: cosuda/alignment.py).
     """
     from tqdm.auto import tqdm
 
@@ -141,11 +143,13 @@ def evaluate(model, dataset, device="cpu", batch_size: int = 1, num_workers: int
     model.eval()
     meter = None
     try:
-        for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        for index, batch in enumerate(tqdm(loader, desc="evaluate", disable=not progress, leave=False)):
             x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
             with torch.inference_mode():
-                _, logits = model(x)
+                features, logits = model(x)
                 pred = model.upsample(logits.float(), tuple(y.shape[-2:])).argmax(dim=1)
+                if on_batch is not None:
+                    on_batch(index, features, y)
             if meter is None:
                 meter = ConfusionMeter(logits.shape[1])
             meter.update(pred, y)

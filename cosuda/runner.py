@@ -19,7 +19,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,43 +51,103 @@ class JobResult:
     error: str | None = None
 
 
-def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = True) -> JobResult:
-    """Run one job with papermill into out_root/job.name/; never raises for a failing notebook."""
+def _watch(run_dir: Path, name: str, stop: threading.Event, every: float) -> None:
+    """Print the job's training progress (from its scalars.jsonl / metrics.json) every `every` s."""
+    start = time.perf_counter()
+    while not stop.wait(every):
+        line = f"[runner] {name}: running ({time.perf_counter() - start:.0f} s)"
+        scalars = run_dir / "scalars.jsonl"
+        if scalars.is_file():
+            rows = scalars.read_text().strip().splitlines()
+            if rows:
+                last = json.loads(rows[-1])
+                line += f", iteration {last['iteration']}"
+                if last.get("it_per_s"):
+                    line += f" at {last['it_per_s']:.1f} it/s"
+        metrics_path = run_dir / "metrics.json"
+        if metrics_path.is_file():
+            try:
+                m = json.loads(metrics_path.read_text())
+                if m.get("miou19") is not None:
+                    line += f", mIoU19 {m['miou19']:.2f} at iteration {m['iteration']}"
+            except json.JSONDecodeError:  # being replaced at this moment
+                pass
+        print(line, flush=True)
+
+
+def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = True,
+            status_every: float = 30.0) -> JobResult:
+    """Run one job with papermill into out_root/job.name/; never raises for a failing notebook.
+
+    The notebook's own output (its prints, the training's progress) goes to
+    out_root/job.name/log.txt as it comes (`tail -f` it); with `progress`, one line says how
+    the job ended and, while it runs, a line every `status_every` seconds gives its progress.
+    """
     import jupytext
     import papermill
 
     job_dir = out_root / job.name
     job_dir.mkdir(parents=True, exist_ok=True)
-    params = dict(job.parameters)
-    params.setdefault("run_dir", str(job_dir))
-    output = job_dir / "notebook.ipynb"
     source = Path(job.notebook) if job.notebook.endswith(".py") else NOTEBOOKS / f"{job.notebook}.py"
+    notebook = jupytext.read(source)
+    declared = notebook_parameters(source)
+    params = dict(job.parameters)
+    if "run_dir" in declared:
+        params.setdefault("run_dir", str(job_dir))
+    unknown = sorted(set(params) - declared)
+    if unknown:  # papermill would only warn, and the notebook would run with its defaults
+        raise ValueError(f"{source.name} has no parameter {', '.join(unknown)} (its parameters: "
+                         f"{', '.join(sorted(declared))})")
+    output = job_dir / "notebook.ipynb"
+    log_path = job_dir / "log.txt"
     start = time.perf_counter()
     error = None
     old_env = {}
+    stop = threading.Event()
+    run_dir = Path(params.get("run_dir", job_dir))
+    watcher = threading.Thread(target=_watch, args=(run_dir, job.name, stop, status_every), daemon=True)
     try:
-        for k, v in (env or {}).items():
+        for k, v in {"TQDM_MININTERVAL": "10", **(env or {})}.items():
             old_env[k] = os.environ.get(k)
             os.environ[k] = v
-        notebook = jupytext.read(source)
-        papermill.execute_notebook(notebook, str(output), parameters=params, cwd=str(NOTEBOOKS),
-                                   progress_bar=False, kernel_name="python3", language="python")
+        if progress:
+            watcher.start()
+        with open(log_path, "w") as log, warnings.catch_warnings():
+            # jupyter_client's notice that the kernel talks over local TCP, once per kernel
+            warnings.filterwarnings("ignore", message=".*without encryption.*")
+            papermill.execute_notebook(notebook, str(output), parameters=params, cwd=str(NOTEBOOKS),
+                                       progress_bar=False, kernel_name="python3", language="python",
+                                       log_output=False, stdout_file=log, stderr_file=log)
     except Exception as e:  # PapermillExecutionError carries the failing cell and traceback
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
     finally:
+        stop.set()
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    metrics_path = Path(params["run_dir"]) / "metrics.json"
+    metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     result = JobResult(job.name, error is None, time.perf_counter() - start, output, metrics, error)
     if progress:
-        status = "ok" if result.ok else f"FAILED ({error}); see {output}"
+        status = "ok" if result.ok else f"FAILED ({error}); see {output} and {log_path}"
         miou = f", mIoU19 {metrics['miou19']:.2f}" if metrics and metrics.get("miou19") is not None else ""
         print(f"[runner] {job.name}: {status} in {result.seconds:.0f} s{miou}", flush=True)
     return result
+
+
+def notebook_parameters(source: Path) -> set[str]:
+    """The names in the `parameters` cell of the py:percent notebook `source`, as papermill parses them."""
+    import tempfile
+
+    import jupytext
+    import papermill
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (Path(source).stem + ".ipynb")
+        jupytext.write(jupytext.read(source), path)
+        return set(papermill.inspect_notebook(str(path)))
 
 
 def run_jobs(jobs: list[Job], out_root: Path, executor: str = "local", gpus: int | None = None,
@@ -275,17 +337,64 @@ def results_table(out_root: Path, metric: str = "miou19") -> str:
 
 
 # --- the pipelines -------------------------------------------------------------------------
-def main_jobs(out_root: Path, iterations: int, seed: int) -> list[Job]:
-    """generate data -> source-only -> pseudo-labels -> adaptation (Ours, eq. 12) -> evaluation."""
-    source_dir = out_root / "source-only"
-    pseudo_dir = out_root / "pseudo_labels"
-    return [
-        Job("datasets", "01_datasets", {}),
-        Job("source-only", "02_source_only", {"iterations": iterations, "seed": seed}),
-        Job("pseudo-labels", "03_pseudo_labels", {"source_run": str(source_dir), "pseudo_root": str(pseudo_dir)}),
-        Job("ours", "07_adapt", {"preset": "synthetic-ours", "iterations": iterations, "seed": seed,
-                                 "pseudo_root": str(pseudo_dir), "compare_with": str(source_dir)}),
-    ]
+def main_jobs(out_root: Path, data_root: Path, seed: int = 0, source_iterations: int | None = None,
+              iterations: int | None = None, baseline: str = "continued") -> list[Job]:
+    """data figures -> source-only (stage 1) -> pseudo-labels -> Ours (eq. 12) from the stage-1
+    model; with `baseline="continued"` also the source-only model trained as long again, the
+    equal-budget baseline Ours is compared with. Lengths default to the presets'."""
+    source_dir, pseudo_dir = out_root / "source-only", out_root / "pseudo_labels"
+    stage1 = {"seed": seed, "data_root": str(data_root)}
+    if source_iterations:
+        stage1["iterations"] = source_iterations
+    later = {"seed": seed, "data_root": str(data_root), "weights": str(source_dir), "compare_with": str(source_dir)}
+    if iterations:
+        later["iterations"] = iterations
+    jobs = [Job("datasets", "01_datasets", {"data_root": str(data_root)}),
+            Job("source-only", "02_source_only", stage1),
+            Job("pseudo-labels", "03_pseudo_labels", {"source_run": str(source_dir), "pseudo_root": str(pseudo_dir)}),
+            Job("ours", "07_adapt", {**later, "preset": "synthetic-ours", "pseudo_root": str(pseudo_dir)})]
+    if baseline == "continued":
+        jobs.append(Job("source-only-continued", "07_adapt", {**later, "preset": "synthetic-source-only"}))
+    return jobs
+
+
+def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_iterations: int | None = None,
+             iterations: int | None = None, baseline: str = "continued") -> dict:
+    """The README's main job; writes and returns out_root/summary.json (see CONTRACT.md).
+
+    The benchmark is generated with `data_seed`: the default one under data/synthetic for the
+    default seed 0 (kept if already complete), otherwise under out_root/data, never over the
+    default benchmark.
+    """
+    from .config import SYNTHETIC_ROOT
+    from .synthetic import ensure
+
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data_root = SYNTHETIC_ROOT if data_seed == 0 else out_root / "data"
+    print(f"[runner] benchmark (seed {data_seed}) in {data_root}", flush=True)
+    t0 = time.perf_counter()
+    ensure(data_root, seed=data_seed, progress=False)
+    print(f"[runner] benchmark ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    results = run_jobs(main_jobs(out_root, data_root, seed, source_iterations, iterations, baseline), out_root)
+    runs = {}
+    for r in results:
+        if r.metrics is not None and r.name != "datasets":
+            runs[r.name] = {"miou19": r.metrics.get("miou19"), "miou16": r.metrics.get("miou16"),
+                            "miou13": r.metrics.get("miou13"), "iteration": r.metrics.get("iteration"),
+                            "best": r.metrics.get("best"), "alignment": r.metrics.get("alignment")}
+    # the contract's "source-only": the equal-budget baseline when it was trained, else the stage-1 model
+    if "source-only" in runs:
+        runs["source-only-stage1"] = runs["source-only"]
+    if "source-only-continued" in runs:
+        runs["source-only"] = runs.pop("source-only-continued")
+    summary = {"seed": seed, "data_seed": data_seed, "data_root": str(data_root),
+               "seconds": round(time.perf_counter() - start, 1), "ok": all(r.ok for r in results),
+               "baseline": baseline, "runs": runs,
+               "jobs": {r.name: {"ok": r.ok, "seconds": round(r.seconds, 1), "error": r.error} for r in results}}
+    (out_root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def reproduce_jobs(out_root: Path, variants: list[str], seeds: list[int], iterations: int,
@@ -311,16 +420,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_main = sub.add_parser("main", help="the synthetic pipeline end to end")
     p_main.add_argument("--out", default=str(REPO_ROOT / "runs" / "main"))
-    p_main.add_argument("--iterations", type=int, default=800)
-    p_main.add_argument("--seed", type=int, default=0)
+    p_main.add_argument("--seed", type=int, default=0, help="training seed (initialisation, image order)")
+    p_main.add_argument("--data-seed", type=int, default=0,
+                        help="benchmark seed: 0 = the default benchmark under data/synthetic, others under OUT/data")
+    p_main.add_argument("--source-iterations", type=int, default=None, help="stage 1 (default: the preset's)")
+    p_main.add_argument("--iterations", type=int, default=None,
+                        help="Ours (and the continued baseline) from the stage-1 model (default: the preset's)")
+    p_main.add_argument("--baseline", choices=["continued", "stage1"], default="continued",
+                        help="source-only row: trained as long as Ours (continued) or the stage-1 model")
     p_rep = sub.add_parser("reproduce", help="variants x seeds on the synthetic benchmark")
     p_rep.add_argument("--out", default=str(REPO_ROOT / "runs" / "reproduce"))
     p_rep.add_argument("--variants", nargs="+", default=REPRODUCE_VARIANTS)
     p_rep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p_rep.add_argument("--iterations", type=int, default=800)
     p_rep.add_argument("--pseudo-root", default="", help="default: made from a source-only run (seed 0)")
-    for p in (p_main, p_rep):
-        p.add_argument("--executor", default="local", choices=["local", "gpus", "slurm", "submitit-local"])
+    p_rep.add_argument("--executor", default="local", choices=["local", "gpus", "slurm", "submitit-local"])
     p_rep.add_argument("--parallel", type=int, default=1, help="local executor: runs at a time")
     p_rep.add_argument("--preset-prefix", default="synthetic",
                        help="e.g. gta5-deeplabv2 for the real experiments (then also --data-root)")
@@ -335,7 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     out_root = Path(args.out)
     start = time.perf_counter()
     if args.command == "main":
-        results = run_jobs(main_jobs(out_root, args.iterations, args.seed), out_root, "local")
+        summary = main_job(out_root, args.seed, args.data_seed, args.source_iterations, args.iterations,
+                           args.baseline)
+        so, ours = summary["runs"].get("source-only", {}), summary["runs"].get("ours", {})
+        if so.get("miou19") is not None and ours.get("miou19") is not None:
+            print(f"[runner] synthetic benchmark (data seed {args.data_seed}), seed {args.seed}: source-only "
+                  f"{so['miou19']:.2f} -> Ours {ours['miou19']:.2f} mIoU19 ({ours['miou19'] - so['miou19']:+.2f}); "
+                  f"{summary['seconds'] / 60:.1f} min; {out_root / 'summary.json'}")
+        return 0 if summary["ok"] else 1
     else:
         pseudo_root = Path(args.pseudo_root) if args.pseudo_root else out_root / "pseudo_labels"
         if not pseudo_root.exists():

@@ -287,21 +287,50 @@ def _json_float(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def evaluate_run(model, val: Dataset, device: torch.device, autocast, progress: bool, num_workers: int = 0) -> dict:
+def evaluate_run(model, val: Dataset, device: torch.device, autocast, progress: bool, num_workers: int = 0,
+                 probe: dict | None = None) -> dict:
     """Target-val mIoU with the field's protocol, sharded over ranks and summed. Readers in
-    `num_workers` processes: at 2048x1024 labels one process cannot feed a GPU."""
+    `num_workers` processes: at 2048x1024 labels one process cannot feed a GPU.
+
+    `probe` ({"images", "labels", "items", "per_class"}, see `alignment_probe`) adds the
+    alignment measures of cosuda/alignment.py on the first `items` val images."""
+    from .alignment import AlignmentMeter, probe_dictionary
     from .metrics import evaluate, mean_iou, per_class_iou
 
-    shard = val if dist.world_size() == 1 else torch.utils.data.Subset(
-        val, range(dist.rank(), len(val), dist.world_size()))
+    shard_ids = range(dist.rank(), len(val), dist.world_size())
+    shard = val if dist.world_size() == 1 else torch.utils.data.Subset(val, shard_ids)
+    meter, on_batch = None, None
     with autocast():
+        if probe is not None:
+            model.eval()
+            meter = AlignmentMeter(probe_dictionary(model, probe["images"], probe["labels"], probe["per_class"]))
+            measured = set(range(min(probe["items"], len(val))))
+            on_batch = lambda i, features, labels: (meter.update(features[0], labels)
+                                                    if shard_ids[i] in measured else None)
         result = evaluate(model, shard, device=device, progress=progress and dist.is_main(),
-                          num_workers=num_workers)
+                          num_workers=num_workers, on_batch=on_batch)
     conf = torch.as_tensor(result["confusion"], dtype=torch.int64, device=device)
     conf = dist.all_reduce_sum(conf).cpu().numpy()
     iou = per_class_iou(conf) * 100
-    return {"confusion": conf, "per_class_iou": iou, "miou19": float(mean_iou(conf) * 100),
-            "miou16": float(mean_iou(conf, SYNTHIA16) * 100), "miou13": float(mean_iou(conf, SYNTHIA13) * 100)}
+    out = {"confusion": conf, "per_class_iou": iou, "miou19": float(mean_iou(conf) * 100),
+           "miou16": float(mean_iou(conf, SYNTHIA16) * 100), "miou13": float(mean_iou(conf, SYNTHIA13) * 100)}
+    if meter is not None:
+        sums = torch.tensor([meter.pixels, meter.nn_correct, meter.same_sum, meter.same_n, meter.other_sum,
+                             meter.other_n], dtype=torch.float64, device=device)
+        (meter.pixels, meter.nn_correct, meter.same_sum, meter.same_n, meter.other_sum,
+         meter.other_n) = dist.all_reduce_sum(sums).tolist()
+        out["alignment"] = {k: _json_float(v) for k, v in meter.compute().items()}
+    return out
+
+
+def alignment_probe(cfg: RunConfig, source: Dataset, device: torch.device) -> dict | None:
+    """The fixed source images of the probe dictionary (the first `align_items`), or None if off."""
+    if not cfg.align_items:
+        return None
+    items = [source[i] for i in range(min(cfg.align_items, len(source)))]
+    return {"images": torch.stack([it["image"] for it in items]).to(device),
+            "labels": torch.stack([it["label"] for it in items]).to(device),
+            "items": cfg.align_items, "per_class": cfg.align_per_class}
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -394,8 +423,8 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights=cfg.weights,
-                        **_norm_kw(cfg))
+    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes,
+                        weights=resolve_weights(cfg.weights), **_norm_kw(cfg))
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -430,7 +459,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
                    autocast=autocast, scaler=scaler, device=device,
                    compile="step" if cfg.compile == "step" else "off")
 
-    start, history = 0, []
+    start, history, elapsed = 0, [], 0.0
     loss_sums, loss_steps = {}, 0
     if setup["checkpoint"] is not None:
         state = setup["checkpoint"]
@@ -445,7 +474,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
             scaler.load_state_dict(state["scaler"])
         step.load_state_dict(state["uda"])
         _set_rng_state(state["rng"])
-        start, history = state["iteration"], state["history"]
+        start, history, elapsed = state["iteration"], state["history"], state.get("elapsed", 0.0)
         loss_sums, loss_steps = state.get("loss_sums", {}), state.get("loss_steps", 0)
         if dist.is_main():
             print(f"[cosuda] resuming {run_dir} at iteration {start}", flush=True)
@@ -453,6 +482,8 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
     if dist.is_main():
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(dict(cfg.to_dict(), preset=preset), indent=2))
+        _truncate_scalars(run_dir / "scalars.jsonl", start)  # a resumed run rewrites what followed
+    clock = time.perf_counter() - elapsed  # "time" in scalars.jsonl: seconds since the run started
 
     def save(iteration: int) -> None:
         if not dist.is_main():
@@ -462,7 +493,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "uda": step.state_dict(), "rng": _rng_state(),
             "history": history, "world_size": dist.world_size(),
-            "loss_sums": loss_sums, "loss_steps": loss_steps,
+            "loss_sums": loss_sums, "loss_steps": loss_steps, "elapsed": time.perf_counter() - clock,
             "scaler": scaler.state_dict() if scaler is not None else None,
         }
         if discriminator is not None:
@@ -482,8 +513,9 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
             "miou13": last.get("miou13"), "per_class_iou": last.get("per_class_iou"),
             "class_names": list(CLASS_NAMES),
             "best": {k: best.get(k) for k in ("iteration", "miou19", "miou16", "miou13")},
-            "history": [{k: h.get(k) for k in ("iteration", "miou19", "miou16", "miou13", "losses")}
-                        for h in history],
+            "history": [{k: h.get(k) for k in ("iteration", "miou19", "miou16", "miou13", "losses", "alignment")
+                         if k in h} for h in history],
+            "alignment": last.get("alignment"),
             "train": train_stats, "precision": precision, "device": str(device),
             "world_size": dist.world_size(),
         }
@@ -492,6 +524,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
         return metrics
 
     train_stats = {"iterations_per_second": None, "method_share": None, "last_losses": {}}
+    probe = alignment_probe(cfg, source_ds, device)
     source_iter = make_loader(source_ds, cfg, 1, start, device) if _needs(cfg, "source") else None
     target_iter = make_loader(target_ds, cfg, 2, start, device) if _needs(cfg, "target") else None
     net.train()
@@ -525,25 +558,42 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
                            "method_share": (round(step.method_seconds / train_seconds, 4)
                                             if timed_steps and cfg.compile != "step" else None),
                            "last_losses": {k: round(v, 5) for k, v in logs.items()}}
+            if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
+                if dist.is_main():
+                    _append_scalars(run_dir / "scalars.jsonl", iteration, time.perf_counter() - clock,
+                                    optimizer, logs, train_stats["iterations_per_second"])
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
             if bar is not None:
                 bar.update(1)
-                if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
             if not all(math.isfinite(v) for v in logs.values()):
                 save(iteration)
                 raise FloatingPointError(f"non-finite loss at iteration {iteration}: {logs}; "
                                          f"checkpoint written to {checkpoint_path(run_dir, iteration)}")
             if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
-                result = evaluate_run(model, val_ds, device, autocast, progress=False, num_workers=cfg.num_workers)
+                result = evaluate_run(model, val_ds, device, autocast, progress=False, num_workers=cfg.num_workers,
+                                      probe=probe)
                 net.train()
+                best_before = max((h["miou19"] for h in history if h["miou19"] is not None), default=None)
                 history.append({"iteration": iteration, "miou19": _json_float(result["miou19"]),
                                 "miou16": _json_float(result["miou16"]), "miou13": _json_float(result["miou13"]),
                                 "per_class_iou": [_json_float(x) for x in result["per_class_iou"]],
                                 "losses": {k: round(v / max(loss_steps, 1), 5) for k, v in loss_sums.items()}})
+                if "alignment" in result:
+                    history[-1]["alignment"] = result["alignment"]
                 loss_sums, loss_steps = {}, 0
+                if dist.is_main() and (best_before is None or result["miou19"] > best_before):
+                    # the weights behind the "best" row of the tables, kept beside the pruned checkpoints
+                    _atomic_save({"version": CHECKPOINT_VERSION, "iteration": iteration, "config": cfg.to_dict(),
+                                  "model": model.state_dict(), "miou19": result["miou19"]},
+                                 run_dir / "checkpoints" / "best.pt")
                 metrics = write_metrics(iteration == cfg.iterations)
-                if bar is not None:
-                    bar.write(f"[{preset or cfg.variant}] iteration {iteration}: mIoU19 {result['miou19']:.2f}")
+                if dist.is_main():
+                    line = f"[{preset or cfg.variant}] iteration {iteration}/{cfg.iterations}: mIoU19 {result['miou19']:.2f}"
+                    if "alignment" in result:
+                        a = result["alignment"]
+                        line += f", nearest-source-class {a['nn_accuracy']:.1f}%, cos same/other {a['cos_same']:.3f}/{a['cos_other']:.3f}"
+                    (bar.write if bar is not None else print)(line)
             if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
                 save(iteration)
             if stop.requested:
@@ -559,6 +609,35 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
     return metrics
 
 
+def resolve_weights(weights: str) -> str:
+    """`weights` of a config: "random", "imagenet", a weights file, or a run directory, which
+    means the newest checkpoint of that run (a warm start from a trained model, e.g. the
+    source-only run)."""
+    if weights in ("random", "imagenet") or not Path(weights).is_dir():
+        return weights
+    path = latest_checkpoint(Path(weights))
+    if path is None:
+        raise ConfigError(f"weights={weights} is a folder without checkpoints/iter_*.pt: train that run first")
+    return str(path)
+
+
+def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs: dict, its: float | None) -> None:
+    """One JSON line per logged step: what a plotting tool (or `tail -f`) follows during a run."""
+    lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+    row = {"iteration": iteration, "time": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"], **lrs,
+           **{k: round(v, 6) for k, v in logs.items()}, "it_per_s": its}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_scalars(path: Path, iteration: int) -> None:
+    """Keep the rows up to `iteration` (a resumed run logs the later ones again)."""
+    if not path.is_file():
+        return
+    rows = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["iteration"] <= iteration]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
 def _needs(cfg: RunConfig, domain: str) -> bool:
     f = cfg.flags
     if domain == "source":
@@ -567,7 +646,7 @@ def _needs(cfg: RunConfig, domain: str) -> bool:
 
 
 def _norm_kw(cfg: RunConfig) -> dict:
-    return {"norm": cfg.norm} if cfg.arch == "deeplabv2" else {}
+    return {"norm": cfg.norm, "output_stride": cfg.output_stride} if cfg.arch == "deeplabv2" else {}
 
 
 def _unwrap(module):

