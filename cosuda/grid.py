@@ -34,6 +34,8 @@ from pathlib import Path
 
 from .config import REPO_ROOT
 
+__all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "TrainJob", "plan", "run", "publish", "load", "paired"]
+
 GRID_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict",
                  "wo-split"]
 PSEUDO_MODELS = ("source-only", "ours11", "adversarial")  # which model makes the pseudo-labels
@@ -70,16 +72,16 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
          source_iterations: int | None = None, iterations: int | None = None, warm_start: bool = True,
          pseudo_from: str = "source-only", sets: dict | None = None, data_root: str = "") -> list[TrainJob]:
     """The jobs of one task's grid (see the module docstring). `sets` are extra `--set` values for
-    every run (e.g. {"t_cos": 0.8} for a sweep); `iterations=None` keeps the preset's length."""
-    from .config import make_config
+    every run (e.g. {"t_cos": 0.8} for a sweep); lengths default to config.SYNTHETIC_STAGES."""
+    from .config import SYNTHETIC_STAGES, make_config
 
     if task not in SOURCE_SIZES:
         raise ValueError(f"task {task!r} unknown: choose gta5 or synthia")
     if pseudo_from not in PSEUDO_MODELS:
         raise ValueError(f"pseudo_from {pseudo_from!r} unknown: choose one of {', '.join(PSEUDO_MODELS)}")
     out_root = Path(out_root)
-    preset_cfg = make_config("synthetic-source-only")
-    source_iterations = source_iterations or preset_cfg.iterations
+    source_iterations = source_iterations or SYNTHETIC_STAGES["source_iterations"]
+    iterations = iterations or SYNTHETIC_STAGES["iterations"]
     common = {"source": task, "source_size": SOURCE_SIZES[task], "progress": "false", **(sets or {})}
     if data_root:
         common["data_root"] = data_root
@@ -95,11 +97,11 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
         pseudo_dir = prep / f"pseudo-{pseudo_from}"
         runs = {}
         ordered = sorted(variants, key=lambda v: v != pseudo_from)  # the pseudo-label model first
+        if pseudo_from != "source-only" and pseudo_from not in variants:
+            raise ValueError(f"pseudo_from={pseudo_from!r} must be one of the grid's variants ({', '.join(variants)})")
         for variant in ordered:
             needs_pseudo = make_config(f"synthetic-{variant}").flags["target_seg"] == "pseudo"
-            values = {**common, "seed": seed}
-            if iterations:
-                values["iterations"] = iterations
+            values = {**common, "seed": seed, "iterations": iterations}
             after = []
             if warm_start:
                 values["weights"] = str(stage1.out)
@@ -111,10 +113,8 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
             runs[variant] = TrainJob(f"{task}/{variant}/seed{seed}",
                                      ["--preset", f"synthetic-{variant}", "--out", str(run_dir), *_sets(values)],
                                      run_dir, tuple(after))
-            if variant == pseudo_from:
+            if variant == pseudo_from and pseudo_from != "source-only":  # source-only: the stage-1 model
                 maker = runs[variant]
-        if maker is None:
-            raise ValueError(f"pseudo_from={pseudo_from!r} must be one of the grid's variants ({', '.join(variants)})")
         if any("pseudo_root" in " ".join(j.args) for j in runs.values()):
             jobs.append(TrainJob(f"{task}/_prep/seed{seed}/pseudo-{pseudo_from}",
                                  ["--pseudo-labels-from", str(maker.out), "--out", str(pseudo_dir)],

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT
+from .paths import RUNS_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -341,14 +342,14 @@ def main_jobs(out_root: Path, data_root: Path, seed: int = 0, source_iterations:
               iterations: int | None = None, baseline: str = "continued") -> list[Job]:
     """data figures -> source-only (stage 1) -> pseudo-labels -> Ours (eq. 12) from the stage-1
     model; with `baseline="continued"` also the source-only model trained as long again, the
-    equal-budget baseline Ours is compared with. Lengths default to the presets'."""
+    equal-budget baseline Ours is compared with. Lengths default to config.SYNTHETIC_STAGES."""
+    from .config import SYNTHETIC_STAGES
+
     source_dir, pseudo_dir = out_root / "source-only", out_root / "pseudo_labels"
-    stage1 = {"seed": seed, "data_root": str(data_root)}
-    if source_iterations:
-        stage1["iterations"] = source_iterations
-    later = {"seed": seed, "data_root": str(data_root), "weights": str(source_dir), "compare_with": str(source_dir)}
-    if iterations:
-        later["iterations"] = iterations
+    stage1 = {"seed": seed, "data_root": str(data_root),
+              "iterations": source_iterations or SYNTHETIC_STAGES["source_iterations"]}
+    later = {"seed": seed, "data_root": str(data_root), "weights": str(source_dir), "compare_with": str(source_dir),
+             "iterations": iterations or SYNTHETIC_STAGES["iterations"]}
     jobs = [Job("datasets", "01_datasets", {"data_root": str(data_root)}),
             Job("source-only", "02_source_only", stage1),
             Job("pseudo-labels", "03_pseudo_labels", {"source_run": str(source_dir), "pseudo_root": str(pseudo_dir)}),
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cosuda.runner", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_main = sub.add_parser("main", help="the synthetic pipeline end to end")
-    p_main.add_argument("--out", default=str(REPO_ROOT / "runs" / "main"))
+    p_main.add_argument("--out", default=str(RUNS_ROOT / "main"))
     p_main.add_argument("--seed", type=int, default=0, help="training seed (initialisation, image order)")
     p_main.add_argument("--data-seed", type=int, default=0,
                         help="benchmark seed: 0 = the default benchmark under data/synthetic, others under OUT/data")
@@ -429,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     p_main.add_argument("--baseline", choices=["continued", "stage1"], default="continued",
                         help="source-only row: trained as long as Ours (continued) or the stage-1 model")
     p_rep = sub.add_parser("reproduce", help="variants x seeds on the synthetic benchmark")
-    p_rep.add_argument("--out", default=str(REPO_ROOT / "runs" / "reproduce"))
+    p_rep.add_argument("--out", default=str(RUNS_ROOT / "reproduce"))
     p_rep.add_argument("--variants", nargs="+", default=REPRODUCE_VARIANTS)
     p_rep.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p_rep.add_argument("--iterations", type=int, default=800)

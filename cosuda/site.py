@@ -31,8 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # submodules. A module that fails to import stops the build: a silently missing section
 # would make the notebook pages' API links point nowhere.
 API_MODULES = ("cosuda.labels", "cosuda.data", "cosuda.synthetic", "cosuda.models", "cosuda.method",
-               "cosuda.pseudo", "cosuda.metrics", "cosuda.adversarial", "cosuda.config", "cosuda.uda",
-               "cosuda.train", "cosuda.distributed", "cosuda.runner", "cosuda.plots")
+               "cosuda.method_fast", "cosuda.pseudo", "cosuda.metrics", "cosuda.alignment", "cosuda.adversarial",
+               "cosuda.config", "cosuda.uda", "cosuda.train", "cosuda.evaluate", "cosuda.predict",
+               "cosuda.distributed", "cosuda.grid", "cosuda.runner", "cosuda.plots")
 
 FIGURE_COMMENT = re.compile(r"^\s*#\s*Figure:\s*(.+?)\s*$", re.MULTILINE)
 API_MARKER = "<!-- api-modules -->"

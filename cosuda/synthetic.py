@@ -51,11 +51,10 @@ from PIL import Image, ImageDraw
 
 from cosuda import labels
 
-__all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "Domain", "make_domain",
+__all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "is_complete", "Domain", "make_domain",
            "render_scene", "main"]
 
-# <repo>/data/synthetic, found from the package so it works from any working directory.
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "data" / "synthetic"
+from cosuda.paths import SYNTHETIC_ROOT as DEFAULT_ROOT  # noqa: E402  (<HOME>/data/synthetic)
 MARKER = "cosuda_synthetic.json"
 GENERATOR_VERSION = 2  # bump when the drawing changes: ensure() then regenerates
 
@@ -219,6 +218,7 @@ _CITYSCAPES_COUNTS = dict(car=6.0, truck=0.5, bus=0.5, train=0.35, motorcycle=0.
 # frames) so that at the training resolution each covers pixels, not a fraction of one.
 OBJECT_DEPTH = (4.0, 45.0)
 VEHICLE_NEAR = 7.0
+PERSON_WIDTH = 1.25
 THIN = 1.5
 
 
@@ -426,7 +426,8 @@ class _Painter:
 
     def person(self, x, z, code=PERSON, on_bike=False):
         self.c.new_instance()
-        p, s = self.sprite(x, z)
+        sprite, s = self.sprite(x, z)
+        p = lambda dx, dy: sprite(PERSON_WIDTH * dx, dy)  # people drawn a little wider than real (THIN)
         h = self.rng.uniform(1.6, 1.9)
         body, legs, skin = self.colour("clothes"), self.colour("clothes"), self.colour("skin")
         base = 0.75 if on_bike else 0.0
@@ -459,7 +460,8 @@ class _Painter:
             box = (*p(dx - r, 2 * r), *p(dx + r, 0))
             if motor:
                 self.c.ellipse(box, code, self.colour("tyre"), thing=True)
-            else:
+            else:  # the label covers the whole wheel, as Cityscapes' bicycle polygons do
+                self.c.ellipse(box, code, np.multiply(col, 0.6), thing=True)
                 self.c.ring(box, THIN * 0.07 * s, code, col, thing=True)
         if motor:
             self.c.polygon([p(-0.55, r), p(0.5, r), p(0.45 * sign, 0.95), p(-0.4 * sign, 0.85)],
@@ -570,6 +572,12 @@ def render_scene(domain: Domain, size, rng) -> tuple[np.ndarray, np.ndarray, np.
     canvas.polygon([(0, horizon), (w, horizon), (w, h), (0, h)], domain.ground_code, paint.colour(ground_part))
     for x0, x1 in ((left - walk_l, left), (right, right + walk_r)):
         paint.quad([(x0, 0, 0.5), (x1, 0, 0.5), (x1, 0, z_far), (x0, 0, z_far)], SIDEWALK, paint.colour("sidewalk"))
+        if domain.ground_code == TERRAIN and rng.random() < 0.6:  # a grass verge along a stretch of it
+            z0 = rng.uniform(0.5, 20.0)
+            xv = x0 if x0 < left else x1
+            wv = -np.sign(xv - road_c) * min(rng.uniform(0.8, 2.0), x1 - x0 - 0.3)
+            paint.quad([(xv, 0, z0), (xv + wv, 0, z0), (xv + wv, 0, z0 + rng.uniform(15, 60)),
+                        (xv, 0, z0 + rng.uniform(15, 60))], TERRAIN, paint.colour("terrain"))
     paint.quad([(left, 0, 0.5), (right, 0, 0.5), (right, 0, z_far), (left, 0, z_far)], ROAD, paint.colour("road"))
     lane_col = paint.colour("lane")
     for z in np.arange(rng.uniform(2, 8), 120, 9.0):  # dashed centre line
@@ -630,7 +638,7 @@ def render_scene(domain: Domain, size, rng) -> tuple[np.ndarray, np.ndarray, np.
                 continue
             for part, code, rate in (("wall", WALL, rates["wall"]), ("fence", FENCE, rates["fence"])):
                 if rng.random() < rate / 2:
-                    wall_h = rng.uniform(0.8, 2.4)
+                    wall_h = rng.uniform(1.0, 3.0)
                     col = paint.colour(part)
                     paint.quad([(edge, 0, z0), (edge, wall_h, z0), (edge, wall_h, z1), (edge, 0, z1)], code, col)
                     if code == FENCE:  # a lattice of darker posts
@@ -877,15 +885,25 @@ def _write_list(path: Path, names: list) -> None:
     path.write_text("".join(n + "\n" for n in names))
 
 
+def is_complete(out, seed: int | None = None, config: SyntheticConfig | None = None) -> bool:
+    """Whether ``out`` holds a complete benchmark of this generator version -- of any seed and
+    config, or of exactly ``seed`` (and ``config``, default sizes when None) if a seed is given."""
+    marker = Path(out) / MARKER
+    if not marker.is_file():
+        return False
+    if seed is not None:
+        return marker.read_text() == _marker(int(seed), config or SyntheticConfig(), complete=True)
+    saved = json.loads(marker.read_text())
+    return bool(saved.get("complete")) and saved.get("version") == GENERATOR_VERSION
+
+
 def ensure(out=DEFAULT_ROOT, seed: int = 0, config: SyntheticConfig | None = None,
            progress: bool = True) -> Path:
     """Generate the benchmark under ``out`` unless a complete one with the same seed, config and
     generator version is already there. Returns ``out`` as a Path."""
     out = Path(out)
-    cfg = config or SyntheticConfig()
-    marker = out / MARKER
-    if not (marker.is_file() and marker.read_text() == _marker(int(seed), cfg, complete=True)):
-        generate(out, seed, cfg, progress=progress)
+    if not is_complete(out, seed, config):
+        generate(out, seed, config or SyntheticConfig(), progress=progress)
     return out
 
 

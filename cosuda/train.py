@@ -52,12 +52,11 @@ def resolve_paths(cfg: RunConfig) -> Paths:
     """Find the data folders of a run, generating the synthetic benchmark if it is the default."""
     data_root = Path(cfg.data_root) if cfg.data_root else None
     if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve():
-        from .synthetic import MARKER, generate
+        from .synthetic import generate, is_complete
 
-        marker = data_root / MARKER
-        # Generate a missing or half-written default benchmark; keep a complete one, whatever
-        # seed or sizes the user chose for it.
-        if dist.is_main() and not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
+        # Generate a missing, half-written or older-version default benchmark; keep a complete
+        # one, whatever seed or sizes the user chose for it.
+        if dist.is_main() and not is_complete(data_root):
             print(f"[cosuda] generating the synthetic benchmark under {data_root}", flush=True)
             generate(data_root, seed=0)
         dist.barrier()
@@ -232,13 +231,24 @@ def build_scheduler(cfg: RunConfig, optimizer) -> torch.optim.lr_scheduler.Lambd
 
 
 # --- checkpoints ---------------------------------------------------------------------------
+def _kill_point(point: str) -> None:
+    """Test hook: `COSUDA_TEST_KILL_AT=POINT` makes the run SIGKILL itself at POINT, where POINT is
+    "iter:N" (right after step N, before its evaluation and checkpoint) or "save:NAME" (inside
+    `_atomic_save` of the file NAME, its temporary file written and not yet renamed). Lets
+    tests/test_resume.py kill a run at exact moments; without the variable it does nothing."""
+    if os.environ.get("COSUDA_TEST_KILL_AT") == point:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file and rename: a kill leaves the old file or the new one, never half."""
+    """Write to a temporary file and rename: a kill leaves the old file or the new one, never half.
+    (The temporary `NAME.tmp` never matches `iter_*.pt`, so a resume never picks it.)"""
     tmp = path.with_name(path.name + ".tmp")
     if isinstance(obj, (dict, list)) and path.suffix == ".json":
         tmp.write_text(json.dumps(obj, indent=2))
     else:
         torch.save(obj, tmp)
+    _kill_point(f"save:{path.name}")
     os.replace(tmp, path)
 
 
@@ -459,7 +469,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
                    autocast=autocast, scaler=scaler, device=device,
                    compile="step" if cfg.compile == "step" else "off")
 
-    start, history, elapsed = 0, [], 0.0
+    start, history, elapsed, resume_rng = 0, [], 0.0, None
     loss_sums, loss_steps = {}, 0
     if setup["checkpoint"] is not None:
         state = setup["checkpoint"]
@@ -481,7 +491,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
 
     if dist.is_main():
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dict(cfg.to_dict(), preset=preset), indent=2))
+        _atomic_save(dict(cfg.to_dict(), preset=preset), run_dir / "config.json")
         _truncate_scalars(run_dir / "scalars.jsonl", start)  # a resumed run rewrites what followed
     clock = time.perf_counter() - elapsed  # "time" in scalars.jsonl: seconds since the run started
 
@@ -527,6 +537,11 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
     probe = alignment_probe(cfg, source_ds, device)
     source_iter = make_loader(source_ds, cfg, 1, start, device) if _needs(cfg, "source") else None
     target_iter = make_loader(target_ds, cfg, 2, start, device) if _needs(cfg, "target") else None
+    if resume_rng is not None:
+        # Only now: setting up (iter(DataLoader) draws its base seed from the global generator)
+        # consumed the same random numbers in the uninterrupted run before its first step, so
+        # the resumed run's next step must see the generators exactly as they were saved.
+        _set_rng_state(resume_rng)
     net.train()
     train_seconds, timed_steps = 0.0, 0
     bar = None
@@ -550,6 +565,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
             if discriminator is not None:
                 d_scheduler.step()
             iteration += 1
+            _kill_point(f"iter:{iteration}")
             if cfg.compile == "off" or iteration > start + 1:  # a compiled run's first step compiles
                 train_seconds += time.perf_counter() - t0
                 timed_steps += 1
@@ -631,11 +647,21 @@ def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs:
 
 
 def _truncate_scalars(path: Path, iteration: int) -> None:
-    """Keep the rows up to `iteration` (a resumed run logs the later ones again)."""
+    """Keep the rows up to `iteration` (a resumed run logs the later ones again), and drop a line
+    cut short by a kill in the middle of its append."""
     if not path.is_file():
         return
-    rows = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["iteration"] <= iteration]
-    path.write_text("".join(r + "\n" for r in rows))
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("iteration"), int) and row["iteration"] <= iteration:
+            rows.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(r + "\n" for r in rows))
+    os.replace(tmp, path)  # a kill here leaves the old rows or the kept ones
 
 
 def _needs(cfg: RunConfig, domain: str) -> bool:

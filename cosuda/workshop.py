@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 from .config import REPO_ROOT
+from .paths import RUNS_ROOT
 
-LESSONS = REPO_ROOT / "runs" / "lessons"
+LESSONS = RUNS_ROOT / "lessons"
 SOURCE_RUN = LESSONS / "source-only"
 PSEUDO_ROOT = LESSONS / "pseudo_labels"
 STUDENT_DIR = REPO_ROOT / "student"
@@ -123,12 +124,12 @@ def kernel_problem(name: str = KERNEL, cwd: Path | None = None, timeout: float =
 def check(student_dir: Path = STUDENT_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, kernel: str | None = KERNEL) -> list[str]:
     """What is missing for the in-room steps, each with its fix (empty list: ready). kernel=None
     skips the kernel check."""
-    from .synthetic import DEFAULT_ROOT, MARKER
+    from .synthetic import DEFAULT_ROOT, is_complete
     from .train import latest_checkpoint
 
     fix = "run `python -m cosuda.workshop prepare`"
     missing = []
-    if not (DEFAULT_ROOT / MARKER).is_file():
+    if not is_complete(DEFAULT_ROOT):
         missing.append(f"synthetic benchmark ({DEFAULT_ROOT}) missing: {fix}")
     if latest_checkpoint(SOURCE_RUN) is None:
         missing.append(f"source-only lesson model ({SOURCE_RUN}) missing: {fix}")
