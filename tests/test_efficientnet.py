@@ -71,11 +71,14 @@ def test_foreign_keys_are_refused():
     assert sum(BLOCKS_PER_STAGE) == 16
 
 
-def test_only_frozen_bn_and_the_resnets_keep_stride_8():
+def test_lite0_needs_frozen_bn_and_resnets_take_stride_8_or_16():
     with pytest.raises(ValueError, match="frozen_bn"):
         build_model("deeplabv2", "efficientnet_lite0", norm="group")
-    with pytest.raises(ValueError, match="output stride 8"):
-        build_model("deeplabv2", "resnet18", output_stride=16)
+    with pytest.raises(ValueError, match="output_stride"):
+        build_model("deeplabv2", "resnet18", output_stride=32)
+    model = build_model("deeplabv2", "resnet18", output_stride=16, norm="group").eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 96))[0][0].shape[-2:] == (4, 6)
 
 
 @pytest.mark.parametrize("size, stride", [(7, 2), (8, 2), (9, 1)])

@@ -45,26 +45,33 @@ def dilate_(layer: nn.Sequential, dilation: int) -> None:
 
 
 class ResNetBackbone(nn.Module):
-    """F of DeepLabV2: ResNet stem + layer1..layer4 with output stride 8.
+    """F of DeepLabV2: ResNet stem + layer1..layer4 with output stride 8 (or 16).
 
-    layer3 is dilated 2 and layer4 dilated 4 (REFERENCE.md, DeepLabV2). Every BN is frozen and,
+    layer3 is dilated 2 and layer4 dilated 4, as in the DeepLabV2 reference code (output stride
+    16: layer4 dilated 2). Every BN is frozen and,
     with ``fold_bn=True``, folded into the conv before it (``frozen_bn.py``).
     forward: (B, 3, H, W) normalised image -> layer4 map (B, k, ceil(H/8), ceil(W/8)),
     k = 512 (resnet18/34) or 2048 (resnet50/101).
     """
 
-    def __init__(self, name: str = "resnet101", fold_bn: bool = True, norm: str = "frozen_bn"):
+    def __init__(self, name: str = "resnet101", fold_bn: bool = True, norm: str = "frozen_bn",
+                 output_stride: int = 8):
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"unknown ResNet backbone '{name}'; choose one of {tuple(RESNETS)}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm '{norm}'; choose one of {tuple(NORMS)}")
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 (DeepLabV2) or 16, got {output_stride}")
         net = getattr(torchvision.models, name)(weights=None, norm_layer=NORMS[norm])
         # Same attribute names (and order) as torchvision: the state_dict keys match.
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        dilate_(self.layer3, 2)
-        dilate_(self.layer4, 4)
+        if output_stride == 8:
+            dilate_(self.layer3, 2)
+            dilate_(self.layer4, 4)
+        else:  # DeepLabV3's output stride 16: only the last stage dilated
+            dilate_(self.layer4, 2)
         self.name, self.out_channels, self.norm = name, RESNETS[name], norm
         if fold_bn and norm == "frozen_bn":
             fold_frozen_bn(self)

@@ -63,10 +63,8 @@ class DeepLabV2(nn.Module):
             self.normalize = Normalize(normalization or "inception")
             self.backbone = EfficientNetLiteBackbone(output_stride, fold_bn=fold_bn)  # F
         else:
-            if output_stride != 8:
-                raise ValueError(f"the ResNet backbones have output stride 8, got {output_stride}")
             self.normalize = Normalize(normalization or "imagenet")
-            self.backbone = ResNetBackbone(backbone, fold_bn=fold_bn, norm=norm)  # F
+            self.backbone = ResNetBackbone(backbone, fold_bn=fold_bn, norm=norm, output_stride=output_stride)  # F
         self.classifier = ASPP(self.backbone.out_channels, num_classes, aspp_rates)  # H
         load_weights(self, weights)
 
