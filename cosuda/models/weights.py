@@ -62,8 +62,12 @@ def imagenet_state_dict(backbone: str) -> dict:
             f"checkpoint), or weights='random'.") from None
 
 
-def load_weights(model: torch.nn.Module, weights: str | os.PathLike) -> None:
-    """Initialise ``model`` (a DeepLabV2 or FCN8s) in place from ``weights`` (see module doc)."""
+def load_weights(model: torch.nn.Module, weights) -> None:
+    """Initialise ``model`` (a DeepLabV2 or FCN8s) in place from ``weights`` (see module doc):
+    "random", "imagenet", a path, or an already loaded state_dict of the whole model."""
+    if isinstance(weights, dict):
+        load_strict(model, weights, what=f"{type(model).__name__} state_dict")
+        return
     if weights == "random":
         return
     if weights == "imagenet":
