@@ -401,12 +401,18 @@ class FeatureDictionary:
 
     # --- checkpoints and devices ----------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly: buffer, pointers, counts, size, dtype (copies)."""
+        """Everything needed to continue exactly: buffer, reciprocal norms, pointers, counts, size,
+        dtype (copies).
+
+        The reciprocal norms are saved as they are, not recomputed on load: a norm computed over
+        the (C, size, dim) buffer rounds differently from the one enqueue computed over its
+        (N, dim) rows (another summation order), and a resumed run must continue bit for bit."""
         empty = self._storage is None
         return {
             "num_classes": self.num_classes, "size": self.size, "dim": self.dim,
             "dtype": str(self.dtype).replace("torch.", ""),
             "buffer": None if empty else self.buffer.clone(),
+            "inv_norms": None if empty else self.inv_norms.clone(),
             "ptr": None if empty else self._ptr.clone(),
             "total": None if empty else self._total.clone(),
         }
@@ -426,9 +432,11 @@ class FeatureDictionary:
         self.buffer.copy_(state["buffer"])
         self._ptr.copy_(state["ptr"])
         self._total.copy_(state["total"])
-        # the reciprocal norms are derived data: recomputed, so they match the loaded buffer
-        norms = torch.linalg.vector_norm(self.buffer, dim=2, dtype=self._inv_norms.dtype)
-        self.inv_norms.copy_(torch.where(self.valid_mask(), 1.0 / norms.clamp_min(EPS), 0.0))
+        if state.get("inv_norms") is not None and state["inv_norms"].dtype == self._inv_norms.dtype:
+            self.inv_norms.copy_(state["inv_norms"])  # exactly the values the saved run used
+        else:  # a state without them (older checkpoints): recomputed from the loaded buffer
+            norms = torch.linalg.vector_norm(self.buffer, dim=2, dtype=self._inv_norms.dtype)
+            self.inv_norms.copy_(torch.where(self.valid_mask(), 1.0 / norms.clamp_min(EPS), 0.0))
 
     def to(self, device: str | torch.device) -> "FeatureDictionary":
         """Move the buffers to `device` (in place); returns self."""

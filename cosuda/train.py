@@ -52,11 +52,12 @@ def resolve_paths(cfg: RunConfig) -> Paths:
     """Find the data folders of a run, generating the synthetic benchmark if it is the default."""
     data_root = Path(cfg.data_root) if cfg.data_root else None
     if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve():
-        from .synthetic import generate, is_complete
+        from .synthetic import MARKER, generate
 
-        # Generate a missing, half-written or older-version default benchmark; keep a complete
-        # one, whatever seed or sizes the user chose for it.
-        if dist.is_main() and not is_complete(data_root):
+        marker = data_root / MARKER
+        # Generate a missing or half-written default benchmark; keep a complete one, whatever
+        # seed or sizes the user chose for it.
+        if dist.is_main() and not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
             print(f"[cosuda] generating the synthetic benchmark under {data_root}", flush=True)
             generate(data_root, seed=0)
         dist.barrier()
@@ -483,7 +484,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step.load_state_dict(state["uda"])
-        _set_rng_state(state["rng"])
+        resume_rng = state["rng"]  # restored just before the first step (see below)
         start, history, elapsed = state["iteration"], state["history"], state.get("elapsed", 0.0)
         loss_sums, loss_steps = state.get("loss_sums", {}), state.get("loss_steps", 0)
         if dist.is_main():
@@ -606,9 +607,10 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
                 metrics = write_metrics(iteration == cfg.iterations)
                 if dist.is_main():
                     line = f"[{preset or cfg.variant}] iteration {iteration}/{cfg.iterations}: mIoU19 {result['miou19']:.2f}"
-                    if "alignment" in result:
-                        a = result["alignment"]
-                        line += f", nearest-source-class {a['nn_accuracy']:.1f}%, cos same/other {a['cos_same']:.3f}/{a['cos_other']:.3f}"
+                    a = result.get("alignment") or {}
+                    if a.get("nn_accuracy") is not None and a.get("cos_gap") is not None:
+                        line += (f", target pixels nearest a source vector of their class {a['nn_accuracy']:.1f}%, "
+                                 f"cosine to own/other classes {a['cos_same']:.3f}/{a['cos_other']:.3f}")
                     (bar.write if bar is not None else print)(line)
             if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
                 save(iteration)
@@ -625,16 +627,28 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
     return metrics
 
 
-def resolve_weights(weights: str) -> str:
-    """`weights` of a config: "random", "imagenet", a weights file, or a run directory, which
-    means the newest checkpoint of that run (a warm start from a trained model, e.g. the
-    source-only run)."""
+def resolve_weights(weights: str):
+    """`weights` of a config as `build_model` takes it: "random", "imagenet" and weights files as
+    they are; a run directory means the model of that run's newest checkpoint (a warm start from
+    a trained model, e.g. the source-only run), returned as its state_dict."""
     if weights in ("random", "imagenet") or not Path(weights).is_dir():
         return weights
     path = latest_checkpoint(Path(weights))
     if path is None:
         raise ConfigError(f"weights={weights} is a folder without checkpoints/iter_*.pt: train that run first")
-    return str(path)
+    # a cosuda training checkpoint (it also holds RNG and optimiser state, hence weights_only=False)
+    return load_checkpoint_file(path)["model"]
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """A training checkpoint as a dict; a one-line ConfigError for a truncated or foreign file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"{path} is not a cosuda training checkpoint")
+    return state
 
 
 def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs: dict, its: float | None) -> None:
