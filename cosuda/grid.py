@@ -90,7 +90,7 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
         prep = out_root / "_prep" / f"seed{seed}"
         stage1 = TrainJob(f"{task}/_prep/seed{seed}/source-only",
                           ["--preset", "synthetic-source-only", "--out", str(prep / "source-only"),
-                           *_sets({**common, "seed": seed, "iterations": source_iterations})],
+                           *_sets({**common, "seed": seed, "iterations": source_iterations, "keep_checkpoints": 1})],
                           prep / "source-only")
         jobs.append(stage1)
         maker = stage1 if pseudo_from == "source-only" else None
@@ -101,7 +101,8 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
             raise ValueError(f"pseudo_from={pseudo_from!r} must be one of the grid's variants ({', '.join(variants)})")
         for variant in ordered:
             needs_pseudo = make_config(f"synthetic-{variant}").flags["target_seg"] == "pseudo"
-            values = {**common, "seed": seed, "iterations": iterations}
+            values = {**common, "seed": seed, "iterations": iterations, "eval_every": max(1, iterations // 4),
+                      "checkpoint_every": max(1, iterations // 4), "keep_checkpoints": 1}
             after = []
             if warm_start:
                 values["weights"] = str(stage1.out)

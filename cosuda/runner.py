@@ -440,6 +440,23 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--preset-prefix", default="synthetic",
                        help="e.g. gta5-deeplabv2 for the real experiments (then also --data-root)")
     p_rep.add_argument("--data-root", default="", help="folder with gta5/ synthia/ cityscapes/ (real data)")
+    from .grid import GRID_VARIANTS, PSEUDO_MODELS
+
+    p_grid = sub.add_parser("grid", help="the synthetic grid: variants x seeds, paired by seed (cosuda.grid)",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p_grid.add_argument("--task", default="gta5", choices=["gta5", "synthia"], help="the source domain")
+    p_grid.add_argument("--out", default=None, help="runs folder (default: runs/grid/<task>)")
+    p_grid.add_argument("--variants", nargs="+", default=GRID_VARIANTS)
+    p_grid.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p_grid.add_argument("--source-iterations", type=int, default=None, help="stage 1 (default: SYNTHETIC_STAGES)")
+    p_grid.add_argument("--iterations", type=int, default=None, help="every variant (default: SYNTHETIC_STAGES)")
+    p_grid.add_argument("--pseudo-from", default="source-only", choices=PSEUDO_MODELS,
+                        help="the model whose predictions become the pseudo-labels")
+    p_grid.add_argument("--no-warm-start", action="store_true", help="every variant from the preset's weights")
+    p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every run (sweeps)")
+    p_grid.add_argument("--parallel", type=int, default=2, help="runs at a time (each gets cores / parallel threads)")
+    p_grid.add_argument("--publish", default=None, metavar="DIR",
+                        help="copy finished runs' metrics.json to DIR/<task>/<variant>/seed<N>/")
     p_tab = sub.add_parser("table", help="print the results table of finished runs")
     p_tab.add_argument("out")
     args = parser.parse_args(argv)
@@ -447,6 +464,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "table":
         print(results_table(Path(args.out)))
         return 0
+    if args.command == "grid":
+        from . import grid
+
+        out = Path(args.out) if args.out else RUNS_ROOT / "grid" / args.task
+        sets = dict(pair.split("=", 1) for pair in args.set)
+        jobs = grid.plan(out, args.task, args.variants, args.seeds, args.source_iterations, args.iterations,
+                         warm_start=not args.no_warm_start, pseudo_from=args.pseudo_from, sets=sets)
+        results = grid.run(jobs, parallel=args.parallel)
+        if args.publish:
+            written = grid.publish(out, args.task, args.publish)
+            print(f"[grid] {len(written)} metrics.json copied under {args.publish}/{args.task}")
+        return 0 if all(results.values()) else 1
     out_root = Path(args.out)
     start = time.perf_counter()
     if args.command == "main":

@@ -216,10 +216,10 @@ _CITYSCAPES_COUNTS = dict(car=6.0, truck=0.5, bus=0.5, train=0.35, motorcycle=0.
 # Objects stand between these depths (metres, log-uniform: as many near as far). Thin things
 # are drawn thicker than their real size (THIN x: poles, light housings, signs, bicycle
 # frames) so that at the training resolution each covers pixels, not a fraction of one.
-OBJECT_DEPTH = (4.0, 45.0)
+OBJECT_DEPTH = (4.0, 35.0)
 VEHICLE_NEAR = 7.0
-PERSON_WIDTH = 1.25
-THIN = 1.5
+PERSON_WIDTH = 1.4
+THIN = 2.0
 
 
 def _blend(a, b, t: float):
