@@ -34,7 +34,8 @@ from pathlib import Path
 
 from .config import REPO_ROOT
 
-__all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "TrainJob", "plan", "run", "publish", "load", "paired"]
+__all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "TrainJob", "plan", "run", "publish", "load", "paired",
+           "results_markdown", "PAIRS", "ROW_ORDER"]
 
 GRID_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict",
                  "wo-split"]
@@ -257,3 +258,67 @@ def paired(runs: dict[str, dict[int, dict]], a: str, b: str, metric: str = "miou
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = _T975.get(n - 1, 1.96) * sd / math.sqrt(n)
     return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+# --- tables of the committed grid ---------------------------------------------------------
+ROW_ORDER = ["source-only", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict", "wo-split",
+             "with-adv", "oracle"]
+# The paired comparisons the README reports: (a, b, what a - b measures).
+PAIRS = [("ours", "only-ssl", "the cosine loss on top of self-training (Table 4)"),
+         ("ours11", "source-only", "the cosine loss alone, eq. 11 (Table 1)"),
+         ("ours11", "adversarial", "eq. 11 against output-space adversarial training (Table 1)"),
+         ("only-ssl", "source-only", "self-training on pseudo-labels"),
+         ("ours", "source-only", "the full method, eq. 12"),
+         ("ours", "wo-dict", "the dictionary (Table 4)"),
+         ("ours", "wo-split", "the class-wise split (Table 4)")]
+
+
+def _fmt(mean: float, std: float | None = None) -> str:
+    if mean is None or math.isnan(mean):
+        return "—"
+    return f"{mean:.2f}" if std is None or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def results_markdown(task: str = "gta5", root: str | Path = PUBLISHED) -> str:
+    """The README's tables for one task of a committed grid: mean ± sample std over seeds (final
+    snapshot, best beside it, the paper's real-data number in its own column), then the paired
+    differences with 95 % intervals. Synthetic numbers: the header says so."""
+    from .paper_results import paper_metric, paper_miou
+
+    metric = paper_metric(task)
+    runs = load(task, root)
+    name = metric.replace("miou", "mIoU")
+    lines = [f"Synthetic benchmark, {task.upper()}-like -> Cityscapes-like, DeepLabV2-EfficientNet-Lite0 "
+             f"({name} on the 100 target val images, final snapshot; the paper's column is its real-data "
+             f"DeepLabV2-ResNet-101 result)", "",
+             f"| variant | seeds | synthetic {name}, final (mean ± std) | best snapshot | paper ({name}, real data) |",
+             "|---|---|---|---|---|"]
+    for variant in ROW_ORDER + sorted(set(runs) - set(ROW_ORDER)):
+        if variant not in runs:
+            continue
+        seeds = sorted(runs[variant])
+        final = [runs[variant][s].get(metric) for s in seeds]
+        best = [runs[variant][s].get("best", {}).get(metric) for s in seeds]
+        paper = paper_miou(task, "deeplabv2", variant)
+        lines.append(f"| {variant} | {','.join(map(str, seeds))} | {_fmt(*_mean_std(final))} | "
+                     f"{_fmt(*_mean_std(best))} | {_fmt(paper) if paper is not None else '—'} |")
+    rows = [(a, b, why, paired(runs, a, b, metric)) for a, b, why in PAIRS if a in runs and b in runs]
+    if rows:
+        lines += ["", f"Paired by seed (same stage-1 model and pseudo-labels): {name} difference, per seed, "
+                      "mean and 95 % t-interval", "",
+                  "| difference | what it measures | per seed | mean [95 % interval] |", "|---|---|---|---|"]
+        for a, b, why, p in rows:
+            per_seed = ", ".join(f"{d:+.2f}" for d in p["diffs"])
+            interval = "" if math.isnan(p["low"]) else f" [{p['low']:+.2f}, {p['high']:+.2f}]"
+            lines.append(f"| {a} − {b} | {why} | {per_seed} | {p['mean']:+.2f}{interval} |")
+    return "\n".join(lines)
+
+
+def _mean_std(values) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

@@ -86,3 +86,13 @@ def paper_miou(source: str, arch: str, variant: str) -> float | None:
         if value is not None:
             return value
     return None
+
+
+def paper_metric(source: str, arch: str = "deeplabv2") -> str:
+    """The mean the paper reports for a task: "miou19" for GTA5 -> Cityscapes; for SYNTHIA ->
+    Cityscapes "miou13" with DeepLabV2 and "miou16" with FCN-8s (Table 3's caption)."""
+    if source == "gta5":
+        return "miou19"
+    if source == "synthia":
+        return "miou13" if arch == "deeplabv2" else "miou16"
+    raise ValueError(f"unknown source {source!r}: gta5 or synthia")

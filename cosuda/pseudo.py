@@ -192,3 +192,40 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
     if write_summary:
         (out_dir / "thresholds.json").write_text(json.dumps(summary, indent=2))
     return thresholds
+
+
+def score_pseudo_labels(pseudo_root, dataset, num_classes: int = 19) -> dict:
+    """How good written pseudo-labels are, against the target's ground truth (which the method
+    never sees; the synthetic benchmark, like Cityscapes train, has it).
+
+    dataset: target train items with `label` (H, W) at the pseudo-labels' size and `name`.
+    Returns {"coverage": % of labelled pixels that carry a pseudo-label, "accuracy": % of
+    those whose pseudo-label is right, "miou19": mIoU of the pseudo-labels over the pixels they
+    cover, "per_class_precision": [C], "images": n}.
+    """
+    from .metrics import ConfusionMeter, mean_iou
+
+    pseudo_root = Path(pseudo_root)
+    meter = ConfusionMeter(num_classes)
+    labelled = covered = 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        label = item["label"]
+        path = pseudo_root / _png_name(item["name"])
+        if not path.is_file():
+            raise FileNotFoundError(f"no pseudo-label {path} for {item['name']}: make them again")
+        pseudo = torch.from_numpy(np.array(Image.open(path))).long()
+        if pseudo.shape != label.shape:
+            raise ValueError(f"{path}: pseudo-label {tuple(pseudo.shape)} vs label {tuple(label.shape)}")
+        both = (label != 255) & (pseudo != 255)
+        labelled += int((label != 255).sum())
+        covered += int(both.sum())
+        meter.update(pseudo[both], label[both])
+    conf = meter.compute()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.diag(conf) / conf.sum(axis=0)
+    return {"coverage": 100.0 * covered / max(labelled, 1),
+            "accuracy": 100.0 * float(np.trace(conf)) / max(covered, 1),
+            "miou19": 100.0 * mean_iou(conf),
+            "per_class_precision": [None if np.isnan(p) else round(100.0 * float(p), 2) for p in precision],
+            "images": len(dataset)}

@@ -802,6 +802,15 @@ def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, devic
                            num_workers=cfg.num_workers,
                            reduce_histograms=dist.all_reduce_sum, write_summary=dist.is_main())
     dist.barrier()
+    if dist.is_main():  # measured against the target's labels, which training never reads
+        from .pseudo import score_pseudo_labels
+
+        quality = score_pseudo_labels(out, Cityscapes(paths.target, "train", size=tuple(cfg.target_size)),
+                                      cfg.num_classes)
+        quality["model"] = str(run_dir)
+        (out / "quality.json").write_text(json.dumps(quality, indent=2))
+        print(f"pseudo-labels cover {quality['coverage']:.1f}% of the labelled target pixels, "
+              f"{quality['accuracy']:.1f}% of them right (mIoU19 {quality['miou19']:.1f})", flush=True)
     return out
 
 
