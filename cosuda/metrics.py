@@ -131,7 +131,7 @@ def evaluate(model, dataset, device="cpu", batch_size: int = 1, num_workers: int
     called for every batch with the model's feature maps (a list) and the labels, under
     inference mode (the engine's alignment measures use it: cosuda/alignment.py).
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     if max_items is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(int(max_items), len(dataset))))

@@ -147,7 +147,7 @@ def predict_images(run_dir: str | Path, inputs, out: str | Path, checkpoint: str
     Raises ConfigError (bad input path, run or checkpoint) or cosuda.data.DatasetError (an
     unreadable image), both naming the path.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     formats = tuple(formats)
     bad = [f for f in formats if f not in FORMATS]

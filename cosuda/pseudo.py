@@ -155,7 +155,7 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
     model.eval()
 
     def predictions(desc: str):
-        from tqdm.auto import tqdm
+        from .progress import tqdm
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             x = batch["image"].to(device, non_blocking=True)
             hw = tuple(x.shape[-2:]) if size is None else (int(size[1]), int(size[0]))

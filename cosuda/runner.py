@@ -108,7 +108,7 @@ def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = 
     run_dir = Path(params.get("run_dir", job_dir))
     watcher = threading.Thread(target=_watch, args=(run_dir, job.name, stop, status_every), daemon=True)
     try:
-        for k, v in {"TQDM_MININTERVAL": "10", **(env or {})}.items():
+        for k, v in {"TQDM_MININTERVAL": "10", "COSUDA_TEXT_PROGRESS": "1", **(env or {})}.items():
             old_env[k] = os.environ.get(k)
             os.environ[k] = v
         if progress:

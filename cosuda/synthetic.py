@@ -843,7 +843,7 @@ def generate(out=DEFAULT_ROOT, seed: int = 0, config: SyntheticConfig | None = N
     ``workers`` processes render in parallel (default: up to 4, the CPU count); the files do
     not depend on it.
     """
-    from tqdm.auto import tqdm
+    from cosuda.progress import tqdm
 
     cfg = config or SyntheticConfig()
     out = Path(out)

@@ -547,7 +547,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
     train_seconds, timed_steps = 0.0, 0
     bar = None
     if cfg.progress and dist.is_main():
-        from tqdm.auto import tqdm
+        from .progress import tqdm
 
         bar = tqdm(total=cfg.iterations, initial=start, desc=f"{preset or cfg.variant}", unit="it",
                    dynamic_ncols=True)
