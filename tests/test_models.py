@@ -401,7 +401,7 @@ def test_imagenet_weights_come_from_torch_cache(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------- factory, normalisation
 def test_build_model_rejects_unknown_names():
-    assert available_backbones() == {"deeplabv2": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    assert available_backbones() == {"deeplabv2": ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0"),
                                      "fcn8s": ("vgg16",)}
     with pytest.raises(ValueError, match="unknown arch 'pspnet'"):
         build_model("pspnet")
