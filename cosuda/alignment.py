@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .method import process_a, resize_nearest
 
-__all__ = ["probe_dictionary", "AlignmentMeter"]
+__all__ = ["probe_dictionary", "AlignmentMeter", "feature_sample", "pca_2d"]
 
 
 @torch.inference_mode()
@@ -108,3 +108,44 @@ class AlignmentMeter:
         other = self.other_sum / self.other_n if self.other_n else nan
         return {"nn_accuracy": 100.0 * self.nn_correct / self.pixels if self.pixels else nan,
                 "cos_same": same, "cos_other": other, "cos_gap": same - other}
+
+
+@torch.inference_mode()
+def feature_sample(model, datasets: dict, classes, per_class: int = 150, items: int = 20, seed: int = 0,
+                   device="cpu") -> dict:
+    """Feature vectors of a few classes from each dataset, for a 2-D picture.
+
+    datasets: {"source": dataset, "target": dataset} with `image` and `label`; the first `items`
+    images of each are run through `model`, labels nearest-resized to the feature map, and at
+    most `per_class` vectors per class and dataset are drawn with a fixed generator.
+    Returns {"feats": float32 (N, k), "classes": int64 (N,), "domain": list of N names}.
+    """
+    g = torch.Generator().manual_seed(seed)
+    feats, labels, domains = [], [], []
+    model.eval()
+    for name, dataset in datasets.items():
+        f_all, y_all = [], []
+        for i in range(min(items, len(dataset))):
+            item = dataset[i]
+            features, _ = model(item["image"][None].to(device))
+            f = features[0].float()
+            y = resize_nearest(item["label"][None].to(device), f.shape[-2:]).reshape(-1)
+            f_all.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
+            y_all.append(y)
+        f_all, y_all = torch.cat(f_all), torch.cat(y_all)
+        for c in classes:
+            rows = (y_all == c).nonzero().squeeze(1).cpu()
+            rows = rows[torch.randperm(rows.numel(), generator=g)[:per_class]]
+            feats.append(f_all[rows.to(f_all.device)].cpu())
+            labels.append(torch.full((rows.numel(),), c, dtype=torch.long))
+            domains += [name] * rows.numel()
+    return {"feats": torch.cat(feats), "classes": torch.cat(labels), "domain": domains}
+
+
+def pca_2d(feats: torch.Tensor) -> torch.Tensor:
+    """(N, k) -> (N, 2): the rows, L2-normalised (the cosine loss sees directions), projected on
+    their first two principal components."""
+    x = F.normalize(feats.double(), dim=1)
+    x = x - x.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    return (x @ v[:2].T).float()

@@ -35,7 +35,7 @@ from pathlib import Path
 from .config import REPO_ROOT
 
 __all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "TrainJob", "plan", "run", "publish", "load", "paired",
-           "results_markdown", "PAIRS", "ROW_ORDER"]
+           "results_markdown", "PAIRS", "ROW_ORDER", "publish_extras", "PICTURE_CLASSES"]
 
 GRID_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict",
                  "wo-split"]
@@ -322,3 +322,41 @@ def _mean_std(values) -> tuple[float, float]:
     if len(values) < 2:
         return mean, math.nan
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+# --- what notebooks need besides metrics: predictions and a 2-D picture of the features -----
+PICTURE_CLASSES = ("road", "car", "person", "vegetation")  # big, small and thin, thing and stuff
+
+
+def publish_extras(out_root: str | Path, task: str = "gta5", seed: int = 0,
+                   variants=("source-only", "only-ssl", "ours"), dest: str | Path = PUBLISHED,
+                   progress: bool = True) -> list[Path]:
+    """For seed `seed`: each variant's predictions on every target val image (trainId PNGs,
+    `<dest>/<task>/<variant>/seed<N>/predictions/`) and the feature sample of its model
+    (`features2d.json`: 2-D PCA of source and target vectors of PICTURE_CLASSES), so that
+    lessons 07 and 11 draw them without the models. Returns the folders written."""
+    from .alignment import feature_sample, pca_2d
+    from .data import GTA5, SYNTHIA, Cityscapes
+    from .labels import CLASS_NAMES
+    from .predict import predict_images
+    from .train import load_run_model, resolve_paths
+
+    written = []
+    for variant in variants:
+        run_dir = Path(out_root) / variant / f"seed{seed}"
+        target = Path(dest) / task / variant / f"seed{seed}"
+        model, cfg = load_run_model(run_dir, "cpu")
+        paths = resolve_paths(cfg)
+        val_dir = paths.target / "leftImg8bit" / "val"
+        predict_images(run_dir, [val_dir], target / "predictions", formats=("trainIds",), progress=progress)
+        source_cls = GTA5 if cfg.source == "gta5" else SYNTHIA
+        datasets = {"source": source_cls(paths.source, size=tuple(cfg.source_size)),
+                    "target": Cityscapes(paths.target, "val", size=tuple(cfg.target_size))}
+        ids = [CLASS_NAMES.index(c) for c in PICTURE_CLASSES]
+        sample = feature_sample(model, datasets, ids)
+        xy = pca_2d(sample["feats"])
+        (target / "features2d.json").write_text(json.dumps({
+            "variant": variant, "seed": seed, "classes": [CLASS_NAMES[c] for c in sample["classes"].tolist()],
+            "domain": sample["domain"], "xy": [[round(a, 4), round(b, 4)] for a, b in xy.tolist()]}) + "\n")
+        written.append(target)
+    return written
