@@ -20,8 +20,10 @@ domain gap mimics game renders vs. real photographs:
   from the GTA5-like style (0) to the full Cityscapes-like style (1);
 - layout: horizon height, focal length (the target zooms in like Cityscapes' narrow lens),
   an ego-vehicle hood in the target, SYNTHIA's high surveillance-like viewpoint;
-- class frequencies: more people and bicycles, fewer trucks in the target; SYNTHIA has only
-  its 16 classes (no terrain, truck or train).
+- class frequencies: more people and bicycles in the target (fewer trucks per image, though the
+  narrower lens draws them larger); SYNTHIA has only its 16 classes (no terrain, truck or train);
+- object scale: objects stand within OBJECT_DEPTH and thin things are drawn THIN times thicker
+  than their real size, so that every class covers pixels at the training resolution.
 
 Shapes and layout are shared, so adaptation has something to align. Generation is
 deterministic: image ``i`` of a domain depends only on ``(seed, domain, i)``, and PNGs carry
@@ -202,7 +204,7 @@ class Domain:
 # Rates are set so that every class is in enough images to be learnt from a few hundred
 # (the rare classes of the real data -- train, bus, motorcycle, bicycle, rider -- included), while
 # the frequencies still differ between the domains as in the real data (the target: more
-# people and bicycles, fewer trucks; SYNTHIA: crowds, no truck or train).
+# people and bicycles, fewer trucks per image; SYNTHIA: crowds, no truck or train).
 _GTA5_COUNTS = dict(car=5.0, truck=1.0, bus=0.6, train=0.35, motorcycle=0.9, bicycle=0.8,
                     person=3.0, pole=4.0, light=2.0, sign=2.0, tree=3.0, static=0.6,
                     wall=0.6, fence=0.6)

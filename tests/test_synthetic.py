@@ -126,9 +126,11 @@ def test_a_measurable_domain_gap():
     size = (96, 54)
     src_share, src_sat, src_col = _domain_stats(_scenes("gta5", 25, size))
     tgt_share, tgt_sat, tgt_col = _domain_stats(_scenes("cityscapes", 25, size))
-    person, truck = labels.CLASS_NAMES.index("person"), labels.CLASS_NAMES.index("truck")
+    person, bicycle = labels.CLASS_NAMES.index("person"), labels.CLASS_NAMES.index("bicycle")
+    # class frequencies: the target has more people and bicycles (fewer trucks per image too,
+    # but its narrower lens draws each one larger, so their pixel share is not smaller)
     assert tgt_share[person] > 1.5 * src_share[person]
-    assert tgt_share[truck] < 0.7 * src_share[truck]
+    assert tgt_share[bicycle] > 1.5 * src_share[bicycle]
     assert tgt_sat < 0.8 * src_sat                       # the target is greyer
     for c in src_col:
         assert np.abs(src_col[c] - tgt_col[c]).sum() > 0.1  # and its classes look different
