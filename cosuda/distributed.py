@@ -30,16 +30,47 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(device: str) -> None:
-    """Join the process group when launched by torchrun (WORLD_SIZE set), else do nothing."""
-    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
-
-
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_from_env(device: str | torch.device) -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE set), else do nothing.
+
+    On CUDA the process first makes its own GPU (`device`, normally cuda:LOCAL_RANK) the current
+    one, so that nothing it allocates lands on GPU 0, and binds the NCCL group to it
+    (`device_id`). Returns True if this call created the group (the caller then `destroy()`s it
+    at the end of its run), False if there was nothing to do or a group already existed.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if device.type == "cuda":
+        dist.init_process_group(backend="nccl", device_id=device)
+    else:
+        dist.init_process_group(backend="gloo")
+    return True
+
+
+def destroy() -> None:
+    """Leave the process group (if any): the end of a run under torchrun."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively, asking that GPU only (torch.cuda.is_bf16_supported
+    asks the current device, GPU 0 in a process that has not set its own)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return True
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_properties(device).major >= 8
 
 
 def barrier() -> None:

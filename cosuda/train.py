@@ -1,7 +1,7 @@
 """The training engine: one loop for every variant, evaluation, checkpoints, resume, and the CLI.
 
     python -m cosuda.train --list-presets
-    python -m cosuda.train --preset synthetic-ours --out runs/ours [--set KEY=VALUE ...] [--resume]
+    python -m cosuda.train --preset synthetic-ours --out runs/ours [--set KEY=VALUE ...] [--resume [auto]]
     python -m cosuda.train --pseudo-labels-from runs/source-only [--out DIR]
 
 What a step does lives in `cosuda.uda`; this file sets up data, model, optimisers and the
@@ -9,7 +9,8 @@ schedule, and makes runs trustworthy: everything is checked before the first ste
 is shown, target val is evaluated every `eval_every` iterations into `metrics.json`, and a
 checkpoint (model, optimisers, schedulers, discriminator, dictionaries, iteration, RNG states,
 history) is written atomically every `checkpoint_every` iterations and when the run is
-interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same run.
+interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same run (`--resume auto`: if there
+is a checkpoint, which is what batch and requeued cluster jobs pass).
 """
 from __future__ import annotations
 
@@ -169,17 +170,22 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -
 
 # --- device, precision, optimisers ---------------------------------------------------------
 def resolve_device(cfg: RunConfig) -> torch.device:
+    """The process's device: under torchrun each process's own GPU, cuda:LOCAL_RANK ("auto" or
+    "cuda" without an index), else the CPU, or exactly the device the configuration names."""
     if cfg.device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", dist.local_rank())
         return torch.device("cpu")
-    return torch.device(cfg.device)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", dist.local_rank())
+    return device
 
 
 def resolve_precision(cfg: RunConfig, device: torch.device) -> str:
     if cfg.precision != "auto":
         return cfg.precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and dist.bf16_supported(device):
         return "bf16"
     return "fp32"
 
@@ -262,19 +268,32 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device | None = None) -> dict:
+    """The generators a resumed run must continue: CPU, NumPy, Python, and on a GPU the
+    generator of this process's own device only (never every visible GPU, which would create a
+    context on each of them from every rank)."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore `_rng_state`'s generators; the saved GPU generator goes to this process's device,
+    whatever the number of processes that wrote or resume the checkpoint (like the CPU one,
+    saved by rank 0 and restored on every rank)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is None or device is None or torch.device(device).type != "cuda":
+        return
+    device = torch.device(device)
+    if isinstance(cuda, (list, tuple)):  # checkpoints of older versions: every GPU's generator
+        if not cuda:
+            return
+        cuda = cuda[device.index] if device.index is not None and device.index < len(cuda) else cuda[0]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
@@ -403,7 +422,15 @@ def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str | None = None) -> dict:
     """Train `cfg` into `run_dir`; returns the final metrics (also in run_dir/metrics.json)."""
     device = resolve_device(cfg)
-    dist.init_from_env(str(device))
+    created_group = dist.init_from_env(device)  # under torchrun: this process's GPU, then the group
+    try:
+        return _train_in_group(cfg, run_dir, resume, preset, device)
+    finally:
+        if created_group:  # a run that joined the group leaves it (NCCL's resources, the store)
+            dist.destroy()
+
+
+def _train_in_group(cfg: RunConfig, run_dir, resume: bool, preset, device: torch.device) -> dict:
     precision = resolve_precision(cfg, device)
     check_capture(cfg, device, precision)
     setup = prepare(cfg, run_dir, resume)
@@ -502,7 +529,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
         state = {
             "version": CHECKPOINT_VERSION, "iteration": iteration, "config": cfg.to_dict(),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "uda": step.state_dict(), "rng": _rng_state(),
+            "scheduler": scheduler.state_dict(), "uda": step.state_dict(), "rng": _rng_state(device),
             "history": history, "world_size": dist.world_size(),
             "loss_sums": loss_sums, "loss_steps": loss_steps, "elapsed": time.perf_counter() - clock,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -542,7 +569,7 @@ def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precisi
         # Only now: setting up (iter(DataLoader) draws its base seed from the global generator)
         # consumed the same random numbers in the uninterrupted run before its first step, so
         # the resumed run's next step must see the generators exactly as they were saved.
-        _set_rng_state(resume_rng)
+        _set_rng_state(resume_rng, device)
     net.train()
     train_seconds, timed_steps = 0.0, 0
     bar = None
@@ -789,9 +816,9 @@ def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, devic
     from .data import Cityscapes
     from .pseudo import generate_pseudo_labels
 
-    dist.init_from_env("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(f"cuda:{dist.local_rank()}" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
+    dist.init_from_env(dev)  # the CLI's main() leaves the group at the end
     model, cfg = load_run_model(run_dir, dev)
     paths = resolve_paths(cfg)
     out = Path(out) if out else (Path(cfg.pseudo_root) if cfg.pseudo_root else Path(run_dir) / "pseudo_labels")
@@ -826,15 +853,36 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every option's default and keeps the description's line breaks."""
+
+
+def _resume_mode(value: str) -> str:
+    if value != "auto":
+        raise argparse.ArgumentTypeError(f"expected nothing or 'auto', got {value!r}")
+    return value
+
+
+def resume_requested(mode: bool | str, run_dir: str | Path) -> bool:
+    """`--resume` (True: RUN_DIR must hold a checkpoint), no flag (False: it must not) or
+    `--resume auto` (continue if it holds one, start otherwise: what a requeued job needs)."""
+    if mode == "auto":
+        return latest_checkpoint(Path(run_dir)) is not None
+    return bool(mode)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cosuda.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("--list-presets", action="store_true", help="print one preset name per line")
     parser.add_argument("--preset", help="a name from --list-presets")
     parser.add_argument("--out", help="run directory (checkpoints/, metrics.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a configuration field (repeatable)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+                        help="override a configuration field (repeatable; see --show-config)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, type=_resume_mode, metavar="auto",
+                        help="continue from the newest checkpoint in --out (it must hold one); "
+                             "'--resume auto': continue if it holds one, else start (batch jobs, "
+                             "requeued Slurm jobs); without --resume, --out must hold no checkpoint")
     parser.add_argument("--show-config", action="store_true", help="print the resolved configuration and exit")
     parser.add_argument("--pseudo-labels-from", metavar="RUN_DIR",
                         help="write pseudo-labels for the target train set with RUN_DIR's model (to --out "
@@ -843,10 +891,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_presets:
         print("\n".join(PRESETS))
         return 0
+    # rank 0 prints the result; the process group is gone by then (train() leaves it)
+    main_process = int(os.environ.get("RANK", "0")) == 0
     try:
         if args.pseudo_labels_from:
             out = make_pseudo_labels(args.pseudo_labels_from, args.out)
-            print(f"pseudo-labels written to {out}")
+            if main_process:
+                print(f"pseudo-labels written to {out}")
             return 0
         if not args.preset:
             parser.error("--preset is required (see --list-presets)")
@@ -856,7 +907,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             parser.error("--out RUN_DIR is required")
-        metrics = train(cfg, args.out, resume=args.resume, preset=args.preset)
+        resume = resume_requested(args.resume, args.out)
+        if args.resume == "auto" and main_process:
+            what = f"resuming from {latest_checkpoint(Path(args.out))}" if resume else \
+                f"no checkpoint in {args.out}, starting the run"
+            print(f"[cosuda] --resume auto: {what}", file=sys.stderr, flush=True)
+        metrics = train(cfg, args.out, resume=resume, preset=args.preset)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -870,7 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130
-    if dist.is_main():
+    finally:
+        dist.destroy()  # --pseudo-labels-from under torchrun joined the group too
+    if main_process:
         print(json.dumps({k: metrics[k] for k in ("iteration", "miou19", "miou16", "miou13")}))
     return 0
 

@@ -162,3 +162,141 @@ def test_a_captured_step_under_ddp_matches_the_eager_one(tmp_path):
         for reason in r["graph_breaks"]:
             assert "DistributedDataParallel" in reason or "Logger" in reason, reason
     assert int(ranks[0]["step"]["dictionary"]["total"].sum()) > 0
+
+
+# --- DDP hygiene: each process on its own device, the group left at the end -----------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env_worker(rank, world, ports, out, root):
+    """Joins the group the way torchrun's processes do (environment variables), then trains."""
+    from cosuda import distributed as dist
+    from cosuda import train as engine
+    from cosuda.config import make_config
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]))
+    report = {"created": dist.init_from_env("cpu"), "rank": dist.rank(), "world": dist.world_size(),
+              "backend": tdist.get_backend(), "again": dist.init_from_env("cpu")}
+    report["sum"] = float(dist.all_reduce_sum(torch.tensor([rank + 1.0])))
+    dist.destroy()
+    report["after_destroy"] = tdist.is_initialized()
+    os.environ["MASTER_PORT"] = str(ports[1])  # a fresh store for the run's own group
+    cfg = make_config("synthetic-ours11", {"data_root": str(root), "source_size": (32, 18), "target_size": (32, 16),
+                                          "eval_size": (32, 16), "dict_size": 20, "num_workers": 0,
+                                          "progress": False, "iterations": 2, "eval_every": 2,
+                                          "checkpoint_every": 2})
+    metrics = engine.train(cfg, Path(out) / "run")
+    report["run_world"] = metrics["world_size"]
+    report["after_run"] = tdist.is_initialized()  # train() left the group it had joined
+    torch.save(report, Path(out) / f"env{rank}.pt")
+
+
+def test_processes_join_from_the_environment_and_leave_the_group_after_a_run(tmp_path, tiny_benchmark):
+    mp.spawn(_env_worker, args=(2, (_free_port(), _free_port()), str(tmp_path), str(tiny_benchmark)), nprocs=2)
+    for rank in (0, 1):
+        r = torch.load(tmp_path / f"env{rank}.pt")
+        assert r["created"] and not r["again"] and r["rank"] == rank and r["world"] == 2
+        assert r["backend"] == "gloo" and r["sum"] == 3.0
+        assert not r["after_destroy"] and r["run_world"] == 2 and not r["after_run"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "iter_0000002.pt", weights_only=False)
+    assert state["world_size"] == 2 and "cuda" not in state["rng"]  # a CPU run saves no GPU generator
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, result=None):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return result
+        return record
+
+
+def _forbid(name):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} touches other GPUs than the process's own")
+    return fail
+
+
+def test_cuda_processes_bind_their_own_gpu(monkeypatch):
+    """On CUDA (simulated): the process makes cuda:LOCAL_RANK current before it joins the NCCL
+    group, binds the group to it (device_id), and a single process sets its device too."""
+    from cosuda import distributed as dist
+
+    rec = _Recorder()
+    monkeypatch.setattr(torch.cuda, "set_device", rec("set_device"))
+    monkeypatch.setattr(tdist, "init_process_group", rec("init_process_group"))
+    monkeypatch.setattr(tdist, "is_initialized", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert dist.init_from_env("cuda") is True  # no index: LOCAL_RANK's GPU
+    assert rec.calls == [("set_device", (torch.device("cuda", 3),), {}),
+                         ("init_process_group", (), {"backend": "nccl", "device_id": torch.device("cuda", 3)})]
+    rec.calls.clear()
+    assert dist.init_from_env(torch.device("cuda", 1)) is True
+    assert rec.calls[0] == ("set_device", (torch.device("cuda", 1),), {})
+    assert rec.calls[1][2]["device_id"] == torch.device("cuda", 1)
+    rec.calls.clear()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert dist.init_from_env("cuda:0") is False and [c[0] for c in rec.calls] == ["set_device"]
+    rec.calls.clear()
+    assert dist.init_from_env("cpu") is False and rec.calls == []
+
+
+def test_device_precision_and_rng_touch_only_the_process_gpu(monkeypatch):
+    """resolve_device gives cuda:LOCAL_RANK for "auto"/"cuda"; bf16 support and the GPU RNG state
+    are asked of that device only (never torch.cuda.is_bf16_supported, which asks the current
+    device, nor get/set_rng_state_all, which touch every GPU), and the saved GPU generator is
+    restored on whatever device resumes, from checkpoints of this version or older ones."""
+    from types import SimpleNamespace
+
+    from cosuda import train as engine
+    from cosuda.config import make_config
+
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert engine.resolve_device(make_config("synthetic-ours")) == torch.device("cuda", 2)
+    assert engine.resolve_device(make_config("synthetic-ours", {"device": "cuda"})) == torch.device("cuda", 2)
+    assert engine.resolve_device(make_config("synthetic-ours", {"device": "cuda:0"})) == torch.device("cuda", 0)
+    assert engine.resolve_device(make_config("synthetic-ours", {"device": "cpu"})) == torch.device("cpu")
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", _forbid("is_bf16_supported"))
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: asked.append(torch.device(d)) or SimpleNamespace(major=8))
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert engine.resolve_precision(make_config("synthetic-ours"), torch.device("cuda", 2)) == "bf16"
+    assert asked == [torch.device("cuda", 2)]
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(major=7))
+    assert engine.resolve_precision(make_config("synthetic-ours"), torch.device("cuda", 2)) == "fp32"
+
+    rec = _Recorder()
+    gpu_state = torch.arange(16, dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", _forbid("get_rng_state_all"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", _forbid("set_rng_state_all"))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", rec("get", gpu_state))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", rec("set"))
+    state = engine._rng_state(torch.device("cuda", 2))
+    assert rec.calls == [("get", (torch.device("cuda", 2),), {})] and torch.equal(state["cuda"], gpu_state)
+    rec.calls.clear()
+    engine._set_rng_state(state, torch.device("cuda", 0))  # resumed by another rank / process count
+    assert len(rec.calls) == 1 and torch.equal(rec.calls[0][1][0], gpu_state)
+    assert rec.calls[0][1][1] == torch.device("cuda", 0)
+    rec.calls.clear()
+    old = dict(state, cuda=[torch.zeros(4, dtype=torch.uint8), torch.ones(4, dtype=torch.uint8)])
+    engine._set_rng_state(old, torch.device("cuda", 1))  # an older checkpoint: every GPU's generator
+    assert torch.equal(rec.calls[0][1][0], torch.ones(4, dtype=torch.uint8))
+    rec.calls.clear()
+    engine._set_rng_state(old, torch.device("cuda", 5))
+    assert torch.equal(rec.calls[0][1][0], torch.zeros(4, dtype=torch.uint8))
+    rec.calls.clear()
+    engine._set_rng_state(state, torch.device("cpu"))  # a CPU run ignores a GPU generator
+    assert rec.calls == [] and "cuda" not in engine._rng_state(torch.device("cpu"))

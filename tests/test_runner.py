@@ -1,16 +1,19 @@
-"""The results table: seeds aggregated honestly, paper numbers labelled as another benchmark."""
+"""The results table: seeds aggregated honestly, each task's own metric, paper numbers of the
+same task and network, and synthetic numbers labelled as another benchmark."""
 import json
 import math
 
-from cosuda.runner import collect, mean_std, results_table
+import pytest
+
+from cosuda.runner import collect, format_seeds, mean_std, per_class_table, results_table
 
 
-def _write(root, name, seed, final, best, history=()):
+def _write(root, name, seed, final, best, history=(), preset=None, **extra):
     d = root / name
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(json.dumps({
         "seed": seed, "miou19": final, "best": {"miou19": best, "iteration": 10},
-        "history": [{"iteration": i, "miou19": v} for i, v in history]}))
+        "history": [{"iteration": i, "miou19": v} for i, v in history], "preset": preset, **extra}))
 
 
 def test_mean_std_uses_sample_std_and_skips_missing():
@@ -30,7 +33,59 @@ def test_collect_groups_seeds_and_table_shows_them(tmp_path):
     row = next(l for l in table.splitlines() if l.startswith("| ours |"))
     assert "0,1" in row and "42.00 ± 2.83" in row and "43.00 ± 2.83" in row
     assert "49.70" in row  # the paper's number, in its own column
-    assert "real data" in table.splitlines()[0]
+    title, header = table.splitlines()[0], next(l for l in table.splitlines() if l.startswith("| variant"))
+    assert "Synthetic benchmark" in title and "real-data" in title and "GTA5" in title
+    assert "synthetic mIoU19" in header and "paper (mIoU19, DeepLabV2-ResNet-101)" in header
+
+
+def test_a_single_seed_shows_its_value_without_a_zero_spread(tmp_path):
+    _write(tmp_path, "ours-seed0", 0, 40.0, 41.0)
+    row = next(l for l in results_table(tmp_path).splitlines() if l.startswith("| ours |"))
+    assert "± 0.00" not in row and "| 40.00 |" in row and "| 41.00 |" in row
+    assert format_seeds([]) == "—" and format_seeds([1.0, None]) == "1.00"
+    assert format_seeds([1.0, 3.0]) == f"2.00 ± {math.sqrt(2):.2f}"
+
+
+@pytest.mark.parametrize("prefix, metric, column, paper", [
+    ("gta5-deeplabv2", "miou19", "mIoU19, DeepLabV2-ResNet-101", "49.70"),
+    ("synthia-deeplabv2", "miou13", "mIoU13, DeepLabV2-ResNet-101", "53.20"),
+    ("gta5-fcn8s", "miou19", "mIoU19, FCN-8s-VGG16", "44.30"),
+    ("synthia-fcn8s", "miou16", "mIoU16, FCN-8s-VGG16", "41.20"),
+])
+def test_real_data_tables_name_their_task_network_and_the_papers_metric(tmp_path, prefix, metric, column, paper):
+    for seed, value in ((0, 50.0), (1, 52.0)):
+        _write(tmp_path, f"ours-seed{seed}", seed, 1.0, 1.0, preset=f"{prefix}-ours",
+               **{metric: value}, best_values=None)
+        m = json.loads((tmp_path / f"ours-seed{seed}" / "metrics.json").read_text())
+        m["best"][metric] = value + 1
+        (tmp_path / f"ours-seed{seed}" / "metrics.json").write_text(json.dumps(m))
+    table = results_table(tmp_path)  # the prefix read from the runs' metrics.json
+    assert table == results_table(tmp_path, preset_prefix=prefix)
+    title = table.splitlines()[0]
+    task, arch = prefix.split("-")
+    assert {"gta5": "GTA5 → Cityscapes", "synthia": "SYNTHIA → Cityscapes"}[task] in title
+    assert {"deeplabv2": "DeepLabV2-ResNet-101", "fcn8s": "FCN-8s-VGG16"}[arch] in title
+    assert "ynthetic" not in table
+    header = next(l for l in table.splitlines() if l.startswith("| variant"))
+    assert metric.replace("miou", "mIoU") in header and f"paper ({column})" in header
+    row = next(l for l in table.splitlines() if l.startswith("| ours |"))
+    assert "51.00 ± 1.41" in row and "52.00 ± 1.41" in row and row.endswith(f"| {paper} |")
+
+
+def test_per_class_table_beside_the_papers_table(tmp_path):
+    from cosuda.labels import CLASS_NAMES
+
+    per_class = [float(i) for i in range(19)]
+    _write(tmp_path, "ours-seed0", 0, 40.0, 41.0, preset="synthia-deeplabv2-ours", per_class_iou=per_class,
+           miou13=45.0)
+    table = per_class_table(tmp_path)
+    header = next(l for l in table.splitlines() if l.startswith("| variant"))
+    assert "Table 3" in table.splitlines()[0] and header.count("|") == 16 + 3  # 16 SYNTHIA classes + mIoU13
+    assert "terrain" not in header and "mIoU13" in header
+    row = next(l for l in table.splitlines() if l.startswith("| ours"))
+    assert f"| {CLASS_NAMES.index('bicycle'):.1f} | 45.0 |" in row
+    paper = next(l for l in table.splitlines() if l.startswith("| paper: Ours"))
+    assert paper.endswith("| 46.7 | 53.2 |") and "| — |" in paper  # DeepLabV2 leaves wall, fence, pole out
 
 
 def test_interrupted_runs_are_not_results(tmp_path):
