@@ -202,6 +202,7 @@ def _report(result: JobResult) -> None:
 # --- child processes -----------------------------------------------------------------------
 _CHILDREN: set[subprocess.Popen] = set()
 _CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set while the runner stops its jobs: no new one starts
 
 
 def _child_env(env: dict | None) -> dict:
@@ -224,9 +225,11 @@ def _run_child(cmd: list[str], env: dict, log, grace: float = STOP_GRACE_S) -> i
     group does not reach it at once); if this process is interrupted while it runs (Ctrl-C,
     submitit's preemption handler), the child gets one SIGTERM -- the training loop then writes a
     checkpoint after its step -- and `grace` seconds before it is killed."""
-    proc = subprocess.Popen(cmd, stdout=log, stderr=None if log is None else subprocess.STDOUT, env=env,
-                            start_new_session=True)
     with _CHILDREN_LOCK:
+        if _STOPPING.is_set():
+            raise RuntimeError("the runner is stopping: job not started")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=None if log is None else subprocess.STDOUT, env=env,
+                                start_new_session=True)
         _CHILDREN.add(proc)
     try:
         return proc.wait()
@@ -430,10 +433,11 @@ def notebook_parameters(source: Path) -> set[str]:
 
 # --- executors -----------------------------------------------------------------------------
 def run_jobs(jobs: list[Job], out_root: Path, executor: str = "local", gpus: int | list | None = None,
-             slurm: dict | None = None, parallel: int = 1) -> list[JobResult]:
+             slurm: dict | None = None, parallel: int = 1, gpus_per_job: int = 1) -> list[JobResult]:
     """Execute `jobs` and return their results in the same order; a failing job never stops the
     others. Executors: "local" (`parallel` at a time, each process with cores / parallel threads),
-    "gpus" (one job per GPU from a queue of free GPUs: `gpus` ids, a count, or every visible one),
+    "gpus" (`gpus_per_job` GPUs per job from a queue of free GPUs: `gpus` ids, a count, or every
+    visible one),
     "slurm" (one Slurm job per job through submitit, `slurm` its parameters, see
     `parse_slurm_options`) and "submitit-local" (submitit's local executor)."""
     out_root = Path(out_root)
@@ -446,7 +450,7 @@ def run_jobs(jobs: list[Job], out_root: Path, executor: str = "local", gpus: int
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         results = _in_threads(jobs, parallel, lambda job: _execute_isolated(job, out_root, env), out_root)
     elif executor == "gpus":
-        results = run_on_gpus(jobs, out_root, gpus)
+        results = run_on_gpus(jobs, out_root, gpus, gpus_per_job)
     elif executor in ("slurm", "submitit-local"):
         results = wait_submitit(submit(jobs, out_root, executor, slurm or {}), out_root)
     else:
@@ -473,12 +477,14 @@ def _in_threads(jobs: list[Job], workers: int, run: Callable[[Job], JobResult], 
     try:
         return [f.result() for f in futures]
     except BaseException:
+        _STOPPING.set()
         for f in futures:
             f.cancel()
         _stop_all_children()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        _STOPPING.clear()
 
 
 def _gpu_count() -> int:
@@ -508,27 +514,34 @@ def visible_gpus(gpus: int | list | tuple | None = None) -> list[str]:
     return ids
 
 
-def run_on_gpus(jobs: list[Job], out_root: Path, gpus: int | list | None = None) -> list[JobResult]:
-    """One job per GPU: a queue holds the free GPUs; a job takes one (CUDA_VISIBLE_DEVICES of its
-    process) and gives it back when it ends, so the next job starts on the GPU that finished and
-    no two jobs ever share one."""
+def run_on_gpus(jobs: list[Job], out_root: Path, gpus: int | list | None = None,
+                gpus_per_job: int = 1) -> list[JobResult]:
+    """One job per GPU (or per `gpus_per_job` GPUs, for torchrun jobs): a queue holds the free
+    GPUs; a job takes its GPUs (CUDA_VISIBLE_DEVICES of its process) and gives them back when it
+    ends, so the next job starts on the GPU that finished and no two jobs ever share one."""
     ids = visible_gpus(gpus)
     if not ids:
         raise RuntimeError("--executor gpus: no GPU visible (CUDA_VISIBLE_DEVICES / nvidia-smi)")
+    if not 1 <= gpus_per_job <= len(ids):
+        raise RuntimeError(f"--executor gpus: {gpus_per_job} GPUs per job, {len(ids)} visible")
     free: queue.Queue[str] = queue.Queue()
     for gpu in ids:
         free.put(gpu)
-    print(f"[runner] {len(jobs)} jobs on {len(ids)} GPUs ({', '.join(ids)})", flush=True)
+    taking = threading.Lock()  # a job takes all its GPUs at once: two half-served jobs never wait on each other
+    print(f"[runner] {len(jobs)} jobs on {len(ids)} GPUs ({', '.join(ids)})"
+          + (f", {gpus_per_job} per job" if gpus_per_job > 1 else ""), flush=True)
 
-    def on_a_free_gpu(job: Job) -> JobResult:
-        gpu = free.get()
+    def on_free_gpus(job: Job) -> JobResult:
+        with taking:
+            mine = [free.get() for _ in range(gpus_per_job)]
         try:
-            print(f"[runner] {job.name}: starting on GPU {gpu}", flush=True)
-            return _execute_isolated(job, out_root, {"CUDA_VISIBLE_DEVICES": gpu})
+            print(f"[runner] {job.name}: starting on GPU {','.join(mine)}", flush=True)
+            return _execute_isolated(job, out_root, {"CUDA_VISIBLE_DEVICES": ",".join(mine)})
         finally:
-            free.put(gpu)
+            for gpu in mine:
+                free.put(gpu)
 
-    return _in_threads(jobs, len(ids), on_a_free_gpu, Path(out_root))
+    return _in_threads(jobs, len(ids) // gpus_per_job, on_free_gpus, Path(out_root))
 
 
 # --- Slurm through submitit ----------------------------------------------------------------
@@ -907,7 +920,7 @@ def per_class_table(out_root: Path, preset_prefix: str | None = None) -> str:
 
 # --- the pipelines -------------------------------------------------------------------------
 def main_jobs(out_root: Path, data_root: Path, seed: int = 0, source_iterations: int | None = None,
-              iterations: int | None = None, baseline: str = "continued") -> list[Job]:
+              iterations: int | None = None, baseline: str = "stage1") -> list[Job]:
     """data figures -> source-only (stage 1) -> pseudo-labels -> Ours (eq. 12) from the stage-1
     model; with `baseline="continued"` also the source-only model trained as long again, the
     equal-budget baseline Ours is compared with. Lengths default to config.SYNTHETIC_STAGES."""
@@ -928,7 +941,7 @@ def main_jobs(out_root: Path, data_root: Path, seed: int = 0, source_iterations:
 
 
 def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_iterations: int | None = None,
-             iterations: int | None = None, baseline: str = "continued") -> dict:
+             iterations: int | None = None, baseline: str = "stage1") -> dict:
     """The README's main job; writes and returns out_root/summary.json (see CONTRACT.md).
 
     The benchmark is generated with `data_seed`: the default one under data/synthetic for the
@@ -1036,6 +1049,8 @@ def _reproduce(args, parser) -> int:
     out_root = Path(args.out)
     start = time.perf_counter()
     prefix = args.preset_prefix
+    if args.engine == "auto":
+        args.engine = "notebook" if prefix == "synthetic" else "train"
     try:
         sets = _parse_sets(args.set)
         reference = make_config(f"{prefix}-ours", {"data_root": args.data_root} if args.data_root else None)
@@ -1053,7 +1068,8 @@ def _reproduce(args, parser) -> int:
                                     if args.executor == "slurm" else 1)
     if nproc > 1 and args.engine != "train":
         parser.error("several processes per run need --engine train")
-    run = dict(executor=args.executor, gpus=args.gpus, slurm=slurm, parallel=args.parallel)
+    run = dict(executor=args.executor, gpus=args.gpus, slurm=slurm, parallel=args.parallel,
+               gpus_per_job=nproc if args.executor == "gpus" else 1)
     pseudo_root = Path(args.pseudo_root) if args.pseudo_root else out_root / "pseudo_labels"
     if not (pseudo_root / "thresholds.json").is_file():
         # the pseudo-labels of every SSL row come from one separately trained source-only model,
@@ -1099,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
     p_main.add_argument("--source-iterations", type=int, default=None, help="stage 1; none: the preset's")
     p_main.add_argument("--iterations", type=int, default=None,
                         help="Ours (and the continued baseline) from the stage-1 model; none: the preset's")
-    p_main.add_argument("--baseline", choices=["continued", "stage1"], default="continued",
+    p_main.add_argument("--baseline", choices=["continued", "stage1"], default="stage1",
                         help="source-only row: trained as long as Ours (continued) or the stage-1 model")
     p_rep = sub.add_parser("reproduce", help="variants x seeds (Tables 1 and 4), synthetic or real data",
                            formatter_class=_HelpFormatter,
@@ -1117,9 +1133,10 @@ def main(argv: list[str] | None = None) -> int:
                             "real data, the spacing of the paper's Fig. 4)")
     p_rep.add_argument("--pseudo-root", default="", help="pseudo-labels to use; empty: OUT/pseudo_labels, made "
                                                          "from a source-only run (seed 0) if missing")
-    p_rep.add_argument("--engine", default="notebook", choices=["notebook", "train"],
+    p_rep.add_argument("--engine", default="auto", choices=["auto", "notebook", "train"],
                        help="a job is notebook 07_adapt (figures beside the run) or python -m cosuda.train "
-                            "--resume auto (the real experiments, several GPUs per run)")
+                            "--resume auto (no kernel, several GPUs per run); auto: notebook on the synthetic "
+                            "benchmark, train on real data")
     p_rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="--engine train: a configuration field for every run (repeatable)")
     p_rep.add_argument("--executor", default="local", choices=["local", "gpus", "slurm", "submitit-local"],
@@ -1133,8 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
                             "time=24:00:00 gpus_per_node=1 cpus_per_task=16 mem_gb=64 qos=normal "
                             f"max_num_timeout=20; unset keys: {', '.join(f'{k}={v}' for k, v in SLURM_DEFAULTS.items())}")
     p_rep.add_argument("--nproc-per-node", type=int, default=0,
-                       help="--engine train: processes (GPUs) per run through torchrun; 0: gpus_per_node with "
-                            "--executor slurm, else 1")
+                       help="--engine train: processes (GPUs) per run through torchrun (with --executor gpus, "
+                            "each run gets that many GPUs); 0: gpus_per_node with --executor slurm, else 1")
     p_rep.add_argument("--preset-prefix", default="synthetic",
                        help="synthetic, or gta5-deeplabv2, synthia-deeplabv2, gta5-fcn8s, synthia-fcn8s for the "
                             "real experiments (then also --data-root)")

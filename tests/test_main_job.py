@@ -1,0 +1,47 @@
+"""The main job's contract: benchmark seed and place, training seed, summary.json."""
+import json
+
+from cosuda import runner
+
+
+def _fake_results(out_root, miou):
+    results = []
+    for name in ("datasets", "source-only", "pseudo-labels", "ours", "source-only-continued"):
+        metrics = None if name in ("datasets", "pseudo-labels") else {"miou19": miou[name], "iteration": 10}
+        results.append(runner.JobResult(name, True, 1.0, out_root / name / "notebook.ipynb", metrics))
+    return results
+
+
+def test_summary_holds_the_contract_fields_and_the_equal_budget_baseline(tmp_path, monkeypatch):
+    made = {}
+    monkeypatch.setattr("cosuda.synthetic.ensure", lambda root, seed=0, progress=True: made.update(root=root, seed=seed))
+    seen = {}
+
+    def fake_run_jobs(jobs, out_root, *a, **k):
+        seen["jobs"] = jobs
+        return _fake_results(out_root, {"source-only": 30.0, "ours": 36.5, "source-only-continued": 31.0})
+
+    monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
+    summary = runner.main_job(tmp_path / "main", seed=3, data_seed=7)
+    # a non-default benchmark seed never overwrites the default benchmark
+    assert made == {"root": tmp_path / "main" / "data", "seed": 7}
+    assert all(j.parameters.get("seed", 3) == 3 for j in seen["jobs"])
+    assert all(j.parameters.get("data_root", str(made["root"])) == str(made["root"]) for j in seen["jobs"])
+    on_disk = json.loads((tmp_path / "main" / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["seed"] == 3 and summary["data_seed"] == 7 and isinstance(summary["seconds"], float)
+    assert summary["runs"]["ours"]["miou19"] == 36.5
+    assert summary["runs"]["source-only"]["miou19"] == 31.0          # trained as long as Ours
+    assert summary["runs"]["source-only-stage1"]["miou19"] == 30.0   # the model that made the pseudo-labels
+
+
+def test_default_seed_uses_the_default_benchmark(tmp_path, monkeypatch):
+    from cosuda.config import SYNTHETIC_ROOT
+
+    made = {}
+    monkeypatch.setattr("cosuda.synthetic.ensure", lambda root, seed=0, progress=True: made.update(root=root, seed=seed))
+    monkeypatch.setattr(runner, "run_jobs", lambda jobs, out_root, *a, **k: _fake_results(
+        out_root, {"source-only": 30.0, "ours": 36.5, "source-only-continued": 31.0})[:4])
+    summary = runner.main_job(tmp_path / "main", baseline="stage1")
+    assert made == {"root": SYNTHETIC_ROOT, "seed": 0}
+    assert summary["runs"]["source-only"]["miou19"] == 30.0 and summary["baseline"] == "stage1"
