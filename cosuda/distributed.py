@@ -5,6 +5,11 @@ Under `torchrun --nproc_per_node N -m cosuda.train ...` every rank trains on its
 all-gathered so that every rank enqueues the same vectors and holds the same dictionary;
 evaluation and pseudo-labelling are sharded over ranks and their confusion matrices /
 threshold histograms summed. Backend: NCCL on GPUs, gloo on CPU.
+
+Each process works on its own GPU only: `init_from_env` makes cuda:LOCAL_RANK the current
+device before it joins the group (bound to it with `device_id`), `bf16_supported` asks that
+device, the engine saves and restores that device's random generator alone, and a run leaves
+the group it joined (`destroy`) when it ends.
 """
 from __future__ import annotations
 

@@ -51,6 +51,17 @@ def test_the_next_job_starts_on_the_gpu_that_finished(tmp_path, monkeypatch):
     assert "job0" in (tmp_path / "out" / "job0" / "log.txt").read_text()  # the command, logged
 
 
+def test_torchrun_jobs_take_several_gpus_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    jobs = [_python_job(f"job{i}", SLEEPER, tmp_path / f"job{i}.json", d) for i, d in enumerate([1.5, 0.2, 0.2])]
+    assert all(r.ok for r in runner.run_jobs(jobs, tmp_path / "out", executor="gpus", gpus_per_job=2))
+    rec = [json.loads((tmp_path / f"job{i}.json").read_text()) for i in range(3)]
+    sets = [set(r["gpu"].split(",")) for r in rec]
+    assert all(len(g) == 2 for g in sets) and not sets[0] & sets[1] and sets[2] == sets[1]
+    with pytest.raises(RuntimeError, match="3 GPUs per job, 2 visible"):
+        runner.run_jobs(jobs, tmp_path, executor="gpus", gpus=["0", "1"], gpus_per_job=3)
+
+
 def test_gpus_executor_refuses_what_is_not_there(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(RuntimeError, match="no GPU visible"):
@@ -165,15 +176,38 @@ def test_slurm_options(tmp_path):
     assert not (tmp_path / "grid").exists()
 
 
+def test_slurm_submission_file(tmp_path, monkeypatch):
+    """What submit() hands to sbatch (a stand-in here): the options, the requeue signal ahead of
+    the time limit, one job name per run."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'Submitted batch job 4242'\n")
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    opts = runner.parse_slurm_options(["partition=gpu", "account=proj1", "time=48:00:00", "gpus_per_node=2"])
+    job = runner.train_job("ours-seed0", "gta5-deeplabv2-ours", tmp_path / "ours-seed0", nproc_per_node=2)
+    [(_, handle)] = runner.submit([job], tmp_path, "slurm", opts)
+    assert handle.job_id == "4242"
+    script = (tmp_path / "submitit" / "4242" / "4242_submission.sh").read_text()
+    for line in ("--partition=gpu", "--account=proj1", "--time=2880", "--gpus-per-node=2", "--cpus-per-task=16",
+                 "--job-name=cosuda-ours-seed0", f"--signal=USR2@{runner.SLURM_DEFAULTS['slurm_signal_delay_s']}"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert " ".join(job.command).endswith("--nproc_per_node=2 -m cosuda.train --preset gta5-deeplabv2-ours "
+                                          f"--out {tmp_path / 'ours-seed0'} --resume auto")
+
+
 def test_reproduce_runs_its_preparation_through_the_executor(tmp_path, monkeypatch):
     """The source-only model and the pseudo-labels go through --executor too, one stage after the
     other, before the grid; eval_every reaches every notebook job; --engine train jobs run
     cosuda.train with --resume auto, under torchrun for several GPUs per run."""
     calls = []
 
-    def fake_run_jobs(jobs, out_root, executor="local", gpus=None, slurm=None, parallel=1):
+    def fake_run_jobs(jobs, out_root, executor="local", gpus=None, slurm=None, parallel=1, gpus_per_job=1):
         calls.append({"names": [j.name for j in jobs], "jobs": jobs, "executor": executor, "slurm": slurm,
-                      "out": Path(out_root), "gpus": gpus})
+                      "out": Path(out_root), "gpus": gpus, "gpus_per_job": gpus_per_job})
         return [runner.JobResult(j.name, True, 0.0, Path(out_root) / j.name, None) for j in jobs]
 
     monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
@@ -182,7 +216,7 @@ def test_reproduce_runs_its_preparation_through_the_executor(tmp_path, monkeypat
                         "--iterations", "10", "--eval-every", "5", "--executor", "gpus", "--gpus", "0", "1"]) == 0
     assert [c["names"] for c in calls] == [["pseudo-source-only"], ["pseudo-labels"],
                                            ["source-only-seed0", "ours-seed0", "source-only-seed1", "ours-seed1"]]
-    assert all(c["executor"] == "gpus" and c["gpus"] == ["0", "1"] for c in calls)
+    assert all(c["executor"] == "gpus" and c["gpus"] == ["0", "1"] and c["gpus_per_job"] == 1 for c in calls)
     assert calls[0]["out"] == out / "_prep" and calls[2]["out"] == out
     assert calls[0]["jobs"][0].notebook == "02_source_only" and calls[0]["jobs"][0].parameters["eval_every"] == 5
     assert all(j.parameters["eval_every"] == 5 and j.parameters["iterations"] == 10 for j in calls[2]["jobs"])
@@ -190,7 +224,7 @@ def test_reproduce_runs_its_preparation_through_the_executor(tmp_path, monkeypat
 
     calls.clear()
     assert runner.main(["reproduce", "--out", str(out / "real"), "--preset-prefix", "gta5-deeplabv2",
-                        "--data-root", str(tmp_path), "--engine", "train", "--variants", "ours", "--seeds", "0",
+                        "--data-root", str(tmp_path), "--variants", "ours", "--seeds", "0",  # engine: train
                         "--set", "eval_max_items=10", "--executor", "slurm",
                         "--slurm", "partition=gpu", "gpus_per_node=2"]) == 0
     source, pseudo, ours = (c["jobs"][0] for c in calls)
@@ -254,3 +288,62 @@ def test_every_command_lists_its_defaults(capsys):
         runner.main(["reproduce", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--parallel PARALLEL --executor local: runs at a time (default: 1)" in text
+
+
+def test_ctrl_c_stops_running_jobs_so_they_checkpoint_and_starts_no_other(tmp_path):
+    """Ctrl-C in the runner (several jobs at once): each running job gets one SIGTERM (the
+    training's signal to checkpoint and stop), the queued ones never start."""
+    import subprocess
+
+    script = tmp_path / "grid.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from cosuda import runner
+        trap = '''
+        import signal, sys, time, pathlib
+        signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path(sys.argv[1]).write_text("checkpoint"), sys.exit(130)))
+        pathlib.Path(sys.argv[1] + ".started").write_text("")
+        time.sleep(60)
+        '''
+        jobs = [runner.Job(f"job{{i}}", command=[sys.executable, "-c", trap, str(Path(sys.argv[1]) / f"job{{i}}")])
+                for i in range(4)]
+        runner.run_jobs(jobs, Path(sys.argv[1]) / "out", parallel=2)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=runner._child_env(None),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not all((tmp_path / f"job{i}.started").exists() for i in (0, 1)):
+        assert time.time() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0 and "KeyboardInterrupt" in output
+    assert [(tmp_path / f"job{i}").read_text() for i in (0, 1)] == ["checkpoint", "checkpoint"]
+    assert not any((tmp_path / f"job{i}.started").exists() for i in (2, 3))
+
+
+@pytest.mark.slow  # four training processes: ~45 s on 2 busy cores
+def test_reproduce_with_training_jobs_end_to_end(tiny_benchmark, tmp_path, monkeypatch, capsys):
+    """`reproduce --engine train` for real on the tiny benchmark, through the gpus executor (two
+    simulated GPUs; the processes find no CUDA and train on the CPU): source-only model,
+    pseudo-labels by `cosuda.train --pseudo-labels-from`, two variants, the results table.
+    (ours11, not ours: after 2 source-only iterations one of the 6 target images has no pixel
+    above its threshold, and a target cross-entropy over no pixel is NaN.)"""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "grid"
+    sets = [a for pair in zip(TINY_SETS[::2], TINY_SETS[1::2]) for a in pair]
+    code = runner.main(["reproduce", "--out", str(out), "--engine", "train", "--variants", "source-only", "ours11",
+                        "--seeds", "0", "--iterations", "2", "--eval-every", "2", "--set", "checkpoint_every=2",
+                        "--set", f"data_root={tiny_benchmark}", *sets, "--executor", "gpus"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    assert (out / "pseudo_labels" / "thresholds.json").is_file()
+    for name in ("source-only-seed0", "ours11-seed0"):
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert metrics["iteration"] == 2 and metrics["finished"]
+        assert "--resume auto: no checkpoint" in (out / name / "log.txt").read_text()
+    table = (out / "results.md").read_text()
+    assert "| ours11 | 0 |" in table and "| source-only | 0 |" in table and "± 0.00" not in table
+    assert "starting on GPU" in captured.out
