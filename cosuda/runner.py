@@ -322,7 +322,9 @@ def execute(job: Job, out_root: Path, env: dict | None = None, progress: bool = 
             warnings.filterwarnings("ignore", message=".*without encryption.*")
             papermill.execute_notebook(notebook, str(output), parameters=params, cwd=str(NOTEBOOKS),
                                        progress_bar=False, kernel_name="python3", language="python",
-                                       log_output=False, stdout_file=log, stderr_file=log)
+                                       log_output=False, stdout_file=log, stderr_file=log,
+                                       # the kernel's own notice that it talks over local TCP
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception as e:  # PapermillExecutionError carries the failing cell and traceback
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
     finally:
