@@ -28,6 +28,15 @@ from .method import FeatureDictionary, cosine_loss_layers, layer_thresholds, pro
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def segmentation_loss(P: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 / eq. 2: pixel-wise cross-entropy of the upsampled prediction P (B, C, H, W) against
+    y (B, H, W), averaged over the labelled pixels (255 = ignore). 0, not NaN, when no pixel is
+    labelled (a target image whose pseudo-labels all fell below the thresholds), computed
+    without a host synchronisation so that a captured step stays one graph."""
+    total = F.cross_entropy(P.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (y != IGNORE_INDEX).sum().clamp(min=1)
+
+
 class UDAStep:
     """Holds what persists between steps (the dictionaries) and runs one optimisation step.
 
@@ -124,12 +133,12 @@ class UDAStep:
 
             # --- Source segmentation, eq. 1 -------------------------------------------------
             if flags["source_seg"]:
-                terms["seg_s"] = F.cross_entropy(Ps.float(), ys, ignore_index=IGNORE_INDEX)
+                terms["seg_s"] = segmentation_loss(Ps, ys)
                 total = total + terms["seg_s"]
 
             # --- Target segmentation on pseudo-labels (eq. 2-4) or target labels (oracle) ----
             if flags["target_seg"] != "none":
-                terms["seg_t"] = F.cross_entropy(Pt.float(), yt, ignore_index=IGNORE_INDEX)
+                terms["seg_t"] = segmentation_loss(Pt, yt)
                 total = total + terms["seg_t"]
 
             # --- Cosine similarity loss, eq. 6-10 (19-20 for FCN-8s's three layers) ---------
