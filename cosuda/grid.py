@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import REPO_ROOT
+from .paths import HOME
 
 __all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "TrainJob", "plan", "run", "publish", "load", "paired",
            "results_markdown", "PAIRS", "ROW_ORDER", "publish_extras", "PICTURE_CLASSES"]
@@ -170,7 +171,7 @@ def run(jobs: list[TrainJob], parallel: int = 1, threads: int | None = None, pro
         with open(log, "w") as f:
             f.write(" ".join([sys.executable, "-m", "cosuda.train", *args]) + "\n")
             f.flush()
-            proc = subprocess.run([sys.executable, "-m", "cosuda.train", *args], cwd=REPO_ROOT, env=env,
+            proc = subprocess.run([sys.executable, "-m", "cosuda.train", *args], cwd=HOME, env=env,
                                   stdout=f, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             tail = "\n    ".join(log.read_text().splitlines()[-8:])
