@@ -1,6 +1,6 @@
 """Workshop preparation: everything slow happens before the session, not in the room.
 
-    python -m cosuda.workshop prepare [--iterations 800]   # before the workshop (~10 min on 2 cores)
+    python -m cosuda.workshop prepare [--iterations N]   # before the workshop (~10 min on 2 cores)
     python -m cosuda.workshop check                         # in the room: is everything there?
 
 `prepare` generates the synthetic benchmark, trains the shared source-only lesson model
@@ -38,8 +38,15 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"
 
 
-def prepare(iterations: int = 800, progress: bool = True) -> dict:
-    """Run every slow step once; returns {step: seconds} (also saved to prepare.json)."""
+def prepare(iterations: int | None = None, progress: bool = True) -> dict:
+    """Run every slow step once; returns {step: seconds} (also saved to prepare.json).
+
+    The lesson source-only model is the synthetic pipeline's stage 1 (`iterations` default:
+    config.SYNTHETIC_STAGES["source_iterations"]), so that lesson 07's live run starts from the
+    same kind of model as the committed grid."""
+    from .config import SYNTHETIC_STAGES
+
+    iterations = iterations or SYNTHETIC_STAGES["source_iterations"]
     from .exercises.student import write_student_versions
     from .synthetic import DEFAULT_ROOT, ensure
     from .train import ensure_trained, make_pseudo_labels
@@ -55,8 +62,7 @@ def prepare(iterations: int = 800, progress: bool = True) -> dict:
 
     step("generate the synthetic benchmark", lambda: ensure(DEFAULT_ROOT, progress=progress))
     step(f"train the source-only lesson model ({iterations} iterations)",
-         lambda: ensure_trained("synthetic-source-only", SOURCE_RUN,
-                                {"iterations": iterations, "schedule_iterations": iterations}, progress=progress))
+         lambda: ensure_trained("synthetic-source-only", SOURCE_RUN, {"iterations": iterations}, progress=progress))
     step("pseudo-labels for the target train set",
          lambda: make_pseudo_labels(SOURCE_RUN, PSEUDO_ROOT, device="cpu", progress=progress))
     step("student versions of the notebooks", lambda: write_student_versions(STUDENT_DIR, NOTEBOOKS_DIR))
@@ -147,7 +153,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cosuda.workshop", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="generate data, train and cache the lesson model and pseudo-labels")
-    p.add_argument("--iterations", type=int, default=800)
+    p.add_argument("--iterations", type=int, default=None,
+                   help="the lesson source-only model (default: the synthetic stage 1, 1200)")
     sub.add_parser("check", help="report what is missing for the in-room steps (data, model, student notebooks, kernel)")
     args = parser.parse_args(argv)
     if args.command == "prepare":
