@@ -27,7 +27,7 @@
 # synthetic benchmark: DeepLabV2 (ASPP-v2 head) on an ImageNet EfficientNet-Lite0 with frozen
 # BatchNorm at output stride 16, trained on 320x180 GTA5-like renders and evaluated on 320x160
 # Cityscapes-like photographs (`cosuda/config.py`, `docs/benchmark.md`). The defaults train only
-# 20 iterations so that the notebook runs in about a minute: the live numbers are *synthetic*,
+# 20 iterations so that the notebook runs in a minute or two: the live numbers are *synthetic*,
 # short-trained (a 20-iteration model is still far from converged; the same seed gives the
 # same numbers on the same machine). The section "What the committed grid shows" reads the
 # grid's fully trained models instead, and the last section shows how to run the real

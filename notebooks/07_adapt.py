@@ -33,8 +33,8 @@
 # features actually moved towards the source features of their class.
 #
 # **Honest labelling.** The live defaults are smoke-sized (20 iterations from ImageNet
-# weights, about a minute): their curves show how a run is reported, not whether the method
-# works. The grid section reads fully trained runs of the synthetic benchmark (DeepLabV2 on an
+# weights, a minute or two on one core): their curves show how a run is reported, not
+# whether the method works. The grid section reads fully trained runs of the synthetic benchmark (DeepLabV2 on an
 # ImageNet EfficientNet-Lite0, 320x180 → 320x160); its numbers are synthetic, not the
 # paper's, which appear only beside them.
 
