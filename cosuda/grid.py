@@ -72,7 +72,7 @@ def _sets(values: dict) -> list[str]:
 
 def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds=(0, 1, 2),
          source_iterations: int | None = None, iterations: int | None = None, warm_start: bool = True,
-         pseudo_from: str = "source-only", sets: dict | None = None, data_root: str = "") -> list[TrainJob]:
+         pseudo_from: str = "ours11", sets: dict | None = None, data_root: str = "") -> list[TrainJob]:
     """The jobs of one task's grid (see the module docstring). `sets` are extra `--set` values for
     every run (e.g. {"t_cos": 0.8} for a sweep); lengths default to config.SYNTHETIC_STAGES."""
     from .config import SYNTHETIC_STAGES, make_config

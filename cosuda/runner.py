@@ -922,10 +922,12 @@ def per_class_table(out_root: Path, preset_prefix: str | None = None) -> str:
 
 # --- the pipelines -------------------------------------------------------------------------
 def main_jobs(out_root: Path, data_root: Path, seed: int = 0, source_iterations: int | None = None,
-              iterations: int | None = None, baseline: str = "stage1") -> list[Job]:
+              iterations: int | None = None, baseline: str = "stage1", pseudo_from: str = "source-only") -> list[Job]:
     """data figures -> source-only (stage 1) -> pseudo-labels -> Ours (eq. 12) from the stage-1
-    model; with `baseline="continued"` also the source-only model trained as long again, the
-    equal-budget baseline Ours is compared with. Lengths default to config.SYNTHETIC_STAGES."""
+    model. `pseudo_from="ours11"` first trains Ours-(11) from the stage-1 model and makes the
+    pseudo-labels with it (the grid's default; the paper follows BDL's adapted model), at the
+    cost of one more adaptation run; `baseline="continued"` also trains the source-only model as
+    long again, the equal-budget baseline. Lengths default to config.SYNTHETIC_STAGES."""
     from .config import SYNTHETIC_STAGES
 
     source_dir, pseudo_dir = out_root / "source-only", out_root / "pseudo_labels"
@@ -933,17 +935,20 @@ def main_jobs(out_root: Path, data_root: Path, seed: int = 0, source_iterations:
               "iterations": source_iterations or SYNTHETIC_STAGES["source_iterations"]}
     later = {"seed": seed, "data_root": str(data_root), "weights": str(source_dir), "compare_with": str(source_dir),
              "iterations": iterations or SYNTHETIC_STAGES["iterations"]}
+    maker = source_dir if pseudo_from == "source-only" else out_root / pseudo_from
     jobs = [Job("datasets", "01_datasets", {"data_root": str(data_root)}),
-            Job("source-only", "02_source_only", stage1),
-            Job("pseudo-labels", "03_pseudo_labels", {"source_run": str(source_dir), "pseudo_root": str(pseudo_dir)}),
-            Job("ours", "07_adapt", {**later, "preset": "synthetic-ours", "pseudo_root": str(pseudo_dir)})]
+            Job("source-only", "02_source_only", stage1)]
+    if pseudo_from != "source-only":
+        jobs.append(Job(pseudo_from, "07_adapt", {**later, "preset": f"synthetic-{pseudo_from}"}))
+    jobs += [Job("pseudo-labels", "03_pseudo_labels", {"source_run": str(maker), "pseudo_root": str(pseudo_dir)}),
+             Job("ours", "07_adapt", {**later, "preset": "synthetic-ours", "pseudo_root": str(pseudo_dir)})]
     if baseline == "continued":
         jobs.append(Job("source-only-continued", "07_adapt", {**later, "preset": "synthetic-source-only"}))
     return jobs
 
 
 def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_iterations: int | None = None,
-             iterations: int | None = None, baseline: str = "stage1") -> dict:
+             iterations: int | None = None, baseline: str = "stage1", pseudo_from: str = "source-only") -> dict:
     """The README's main job; writes and returns out_root/summary.json (see CONTRACT.md).
 
     The benchmark is generated with `data_seed`: the default one under data/synthetic for the
@@ -961,7 +966,8 @@ def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_ite
     t0 = time.perf_counter()
     ensure(data_root, seed=data_seed, progress=False)
     print(f"[runner] benchmark ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    results = run_jobs(main_jobs(out_root, data_root, seed, source_iterations, iterations, baseline), out_root)
+    results = run_jobs(main_jobs(out_root, data_root, seed, source_iterations, iterations, baseline, pseudo_from),
+                       out_root)
     runs = {}
     for r in results:
         if r.metrics is not None and r.name != "datasets":
@@ -975,7 +981,7 @@ def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_ite
         runs["source-only"] = runs.pop("source-only-continued")
     summary = {"seed": seed, "data_seed": data_seed, "data_root": str(data_root),
                "seconds": round(time.perf_counter() - start, 1), "ok": all(r.ok for r in results),
-               "baseline": baseline, "runs": runs,
+               "baseline": baseline, "pseudo_from": pseudo_from, "runs": runs,
                "jobs": {r.name: {"ok": r.ok, "seconds": round(r.seconds, 1), "error": r.error} for r in results}}
     (out_root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -1117,6 +1123,8 @@ def main(argv: list[str] | None = None) -> int:
     p_main.add_argument("--source-iterations", type=int, default=None, help="stage 1; none: the preset's")
     p_main.add_argument("--iterations", type=int, default=None,
                         help="Ours (and the continued baseline) from the stage-1 model; none: the preset's")
+    p_main.add_argument("--pseudo-from", choices=["source-only", "ours11", "adversarial"], default="source-only",
+                        help="the model whose predictions become the pseudo-labels; an adapted one costs one more run")
     p_main.add_argument("--baseline", choices=["continued", "stage1"], default="stage1",
                         help="source-only row: trained as long as Ours (continued) or the stage-1 model")
     p_rep = sub.add_parser("reproduce", help="variants x seeds (Tables 1 and 4), synthetic or real data",
@@ -1169,7 +1177,7 @@ def main(argv: list[str] | None = None) -> int:
     p_grid.add_argument("--source-iterations", type=int, default=None,
                         help="stage 1; none: config.SYNTHETIC_STAGES")
     p_grid.add_argument("--iterations", type=int, default=None, help="every variant; none: config.SYNTHETIC_STAGES")
-    p_grid.add_argument("--pseudo-from", default="source-only", choices=PSEUDO_MODELS,
+    p_grid.add_argument("--pseudo-from", default="ours11", choices=PSEUDO_MODELS,
                         help="the model whose predictions become the pseudo-labels")
     p_grid.add_argument("--no-warm-start", action="store_true", help="every variant from the preset's weights")
     p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every run (sweeps)")
@@ -1203,7 +1211,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         return _reproduce(args, parser)
     out_root = Path(args.out)
-    summary = main_job(out_root, args.seed, args.data_seed, args.source_iterations, args.iterations, args.baseline)
+    summary = main_job(out_root, args.seed, args.data_seed, args.source_iterations, args.iterations, args.baseline,
+                       args.pseudo_from)
     so, ours = summary["runs"].get("source-only", {}), summary["runs"].get("ours", {})
     if so.get("miou19") is not None and ours.get("miou19") is not None:
         print(f"[runner] synthetic benchmark (data seed {args.data_seed}), seed {args.seed}: source-only "
