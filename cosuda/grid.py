@@ -36,7 +36,7 @@ from .config import REPO_ROOT
 from .paths import HOME
 
 __all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "TrainJob", "plan", "run", "publish", "load", "paired",
-           "results_markdown", "PAIRS", "ROW_ORDER", "publish_extras", "PICTURE_CLASSES"]
+           "results_markdown", "PAIRS", "ROW_ORDER", "publish_extras", "PICTURE_CLASSES", "sweep_plan", "SWEEP_NAMES"]
 
 GRID_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict",
                  "wo-split"]
@@ -123,6 +123,43 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
                                  ["--pseudo-labels-from", str(maker.out), "--out", str(pseudo_dir)],
                                  pseudo_dir, (maker.name,), kind="pseudo"))
         jobs += list(runs.values())
+    return jobs
+
+
+SWEEP_NAMES = {"t_cos": "tcos", "dict_size": "dict", "lambda_cos": "lambda"}  # run folder prefixes
+
+
+def sweep_plan(grid_root: str | Path, sweep_root: str | Path, sweeps: dict[str, list], task: str = "gta5",
+               seeds=(0, 1, 2), iterations: int | None = None, pseudo_from: str = "ours11",
+               data_root: str = "") -> list[TrainJob]:
+    """Table 6: `ours` with one hyper-parameter changed, e.g. sweeps={"t_cos": [0.5, 0.7]}, each run
+    from the seed's stage-1 model of the grid in `grid_root` with its pseudo-labels (so every
+    sweep point is paired with the grid's `ours` row). Runs go to
+    <sweep_root>/<tcos0.5|dict100|lambda1.0>/seed<N>; plan them with the grid's own jobs (their
+    `after` names are the grid's) and run both lists together."""
+    from .config import SYNTHETIC_STAGES
+
+    grid_root, sweep_root = Path(grid_root), Path(sweep_root)
+    iterations = iterations or SYNTHETIC_STAGES["iterations"]
+    jobs = []
+    for key, values in sweeps.items():
+        if key not in SWEEP_NAMES:
+            raise ValueError(f"sweep over {key!r}: choose one of {', '.join(SWEEP_NAMES)}")
+        for value in values:
+            name = f"{SWEEP_NAMES[key]}{value}"
+            for seed in seeds:
+                prep = grid_root / "_prep" / f"seed{seed}"
+                run_dir = sweep_root / name / f"seed{seed}"
+                settings = {"source": task, "source_size": SOURCE_SIZES[task], "progress": "false", "seed": seed,
+                            "iterations": iterations, "eval_every": max(1, iterations // 4),
+                            "checkpoint_every": max(1, iterations // 4), "keep_checkpoints": 1,
+                            "weights": str(prep / "source-only"), "pseudo_root": str(prep / f"pseudo-{pseudo_from}"),
+                            key: value}
+                if data_root:
+                    settings["data_root"] = data_root
+                jobs.append(TrainJob(f"{task}-sweep/{name}/seed{seed}",
+                                     ["--preset", "synthetic-ours", "--out", str(run_dir), *_sets(settings)], run_dir,
+                                     (f"{task}/_prep/seed{seed}/source-only", f"{task}/_prep/seed{seed}/pseudo-{pseudo_from}")))
     return jobs
 
 

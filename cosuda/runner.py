@@ -1181,6 +1181,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model whose predictions become the pseudo-labels")
     p_grid.add_argument("--no-warm-start", action="store_true", help="every variant from the preset's weights")
     p_grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every run (sweeps)")
+    p_grid.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                        help="Table 6: Ours with KEY (t_cos, dict_size, lambda_cos) set to each value, paired with the grid "
+                             "(runs under <out>/../<task>-sweep/)")
     p_grid.add_argument("--parallel", type=int, default=2, help="runs at a time (each gets cores / parallel threads)")
     p_grid.add_argument("--publish", default=None, metavar="DIR",
                         help="copy finished runs' metrics.json to DIR/<task>/<variant>/seed<N>/")
@@ -1203,10 +1206,19 @@ def main(argv: list[str] | None = None) -> int:
         sets = dict(pair.split("=", 1) for pair in args.set)
         jobs = grid.plan(out, args.task, args.variants, args.seeds, args.source_iterations, args.iterations,
                          warm_start=not args.no_warm_start, pseudo_from=args.pseudo_from, sets=sets)
+        from .config import parse_value
+
+        sweeps = {key: [parse_value(key, v) for v in values.split(",")]
+                  for key, values in (pair.split("=", 1) for pair in args.sweep)}
+        sweep_root = out.parent / f"{args.task}-sweep"
+        if sweeps:
+            jobs += grid.sweep_plan(out, sweep_root, sweeps, args.task, args.seeds, args.iterations, args.pseudo_from)
         results = grid.run(jobs, parallel=args.parallel)
         if args.publish:
             written = grid.publish(out, args.task, args.publish)
-            print(f"[grid] {len(written)} metrics.json copied under {args.publish}/{args.task}")
+            if sweeps:
+                written += grid.publish(sweep_root, f"{args.task}-sweep", args.publish)
+            print(f"[grid] {len(written)} metrics.json copied under {args.publish}")
         return 0 if all(results.values()) else 1
     if args.command == "reproduce":
         return _reproduce(args, parser)

@@ -68,3 +68,16 @@ def test_paired_differences_with_a_t_interval():
     assert p["low"] == pytest.approx(2.0 - 4.303 * 1.0 / math.sqrt(3))
     one = grid.paired({"a": {0: _metrics(1.0)}, "b": {0: _metrics(0.5)}}, "a", "b")
     assert one["mean"] == 0.5 and math.isnan(one["low"])
+
+
+def test_sweep_points_are_paired_with_the_grid(tmp_path):
+    grid_jobs = {j.name for j in grid.plan(tmp_path / "gta5", "gta5", seeds=[0, 1])}
+    sweep = grid.sweep_plan(tmp_path / "gta5", tmp_path / "gta5-sweep", {"t_cos": [0.5], "dict_size": [100]},
+                            seeds=[0, 1])
+    assert [j.name for j in sweep] == ["gta5-sweep/tcos0.5/seed0", "gta5-sweep/tcos0.5/seed1",
+                                       "gta5-sweep/dict100/seed0", "gta5-sweep/dict100/seed1"]
+    for job in sweep:
+        assert set(job.after) <= grid_jobs  # the grid's stage-1 model and pseudo-labels of the seed
+    assert "t_cos=0.5" in sweep[0].args and f"weights={tmp_path / 'gta5' / '_prep' / 'seed0' / 'source-only'}" in sweep[0].args
+    with pytest.raises(ValueError, match="sweep over"):
+        grid.sweep_plan(tmp_path, tmp_path, {"lr": [1e-3]})
