@@ -8,7 +8,8 @@ from cosuda import grid
 
 
 def test_plan_pairs_every_variant_with_its_seeds_stage1_model_and_pseudo_labels(tmp_path):
-    jobs = {j.name: j for j in grid.plan(tmp_path, "gta5", seeds=[0, 1], iterations=50, source_iterations=70)}
+    jobs = {j.name: j for j in grid.plan(tmp_path, "gta5", seeds=[0, 1], iterations=50, source_iterations=70,
+                                         pseudo_from="source-only")}
     stage1 = jobs["gta5/_prep/seed1/source-only"]
     assert "iterations=70" in stage1.args and "seed=1" in stage1.args
     ours = jobs["gta5/ours/seed1"]
@@ -20,8 +21,8 @@ def test_plan_pairs_every_variant_with_its_seeds_stage1_model_and_pseudo_labels(
     assert jobs["gta5/source-only/seed0"].out == tmp_path / "source-only" / "seed0"
 
 
-def test_plan_with_pseudo_labels_from_an_adapted_model(tmp_path):
-    jobs = {j.name: j for j in grid.plan(tmp_path, "synthia", seeds=[0], pseudo_from="ours11")}
+def test_plan_with_pseudo_labels_from_an_adapted_model_by_default(tmp_path):
+    jobs = {j.name: j for j in grid.plan(tmp_path, "synthia", seeds=[0])}
     assert jobs["synthia/_prep/seed0/pseudo-ours11"].after == ("synthia/ours11/seed0",)
     assert "synthia/_prep/seed0/pseudo-ours11" in jobs["synthia/only-ssl/seed0"].after
     assert "source=synthia" in jobs["synthia/ours/seed0"].args and "source_size=320,190" in jobs["synthia/ours/seed0"].args
