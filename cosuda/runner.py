@@ -969,7 +969,8 @@ def _main_figure(results: list, path: Path) -> None:
 
 
 def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_iterations: int | None = None,
-             iterations: int | None = None, baseline: str = "stage1", pseudo_from: str = "source-only") -> dict:
+             iterations: int | None = None, baseline: str = "stage1", pseudo_from: str = "source-only",
+             executor: str = "local", slurm: dict | None = None) -> dict:
     """The README's main job; writes and returns out_root/summary.json (see CONTRACT.md).
 
     The benchmark is generated with `data_seed`: the default one under data/synthetic for the
@@ -987,8 +988,9 @@ def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_ite
     t0 = time.perf_counter()
     ensure(data_root, seed=data_seed, progress=False)
     print(f"[runner] benchmark ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    results = run_jobs(main_jobs(out_root, data_root, seed, source_iterations, iterations, baseline, pseudo_from),
-                       out_root)
+    # each job needs the one before it (stage 1 -> pseudo-labels -> Ours): one at a time, each on `executor`
+    results = [run_jobs([job], out_root, executor, slurm=slurm)[0]
+               for job in main_jobs(out_root, data_root, seed, source_iterations, iterations, baseline, pseudo_from)]
     runs = {}
     for r in results:
         if r.metrics is not None and r.name != "datasets":
@@ -1145,6 +1147,10 @@ def main(argv: list[str] | None = None) -> int:
     p_main.add_argument("--source-iterations", type=int, default=None, help="stage 1; none: the preset's")
     p_main.add_argument("--iterations", type=int, default=None,
                         help="Ours (and the continued baseline) from the stage-1 model; none: the preset's")
+    p_main.add_argument("--executor", default="local", choices=["local", "gpus", "slurm", "submitit-local"],
+                        help="where each step runs (one after the other: each needs the one before)")
+    p_main.add_argument("--slurm", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="--executor slurm: submitit/Slurm options (see reproduce --help)")
     p_main.add_argument("--pseudo-from", choices=["source-only", "ours11", "adversarial"], default="source-only",
                         help="the model whose predictions become the pseudo-labels; an adapted one costs one more run")
     p_main.add_argument("--baseline", choices=["continued", "stage1"], default="stage1",
@@ -1246,7 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
         return _reproduce(args, parser)
     out_root = Path(args.out)
     summary = main_job(out_root, args.seed, args.data_seed, args.source_iterations, args.iterations, args.baseline,
-                       args.pseudo_from)
+                       args.pseudo_from, args.executor, parse_slurm_options(args.slurm) if args.slurm else None)
     so, ours = summary["runs"].get("source-only", {}), summary["runs"].get("ours", {})
     if so.get("miou19") is not None and ours.get("miou19") is not None:
         print(f"[runner] synthetic benchmark (data seed {args.data_seed}), seed {args.seed}: source-only "

@@ -17,14 +17,16 @@ def test_summary_holds_the_contract_fields_and_the_equal_budget_baseline(tmp_pat
     monkeypatch.setattr("cosuda.synthetic.ensure", lambda root, seed=0, progress=True: made.update(root=root, seed=seed))
     seen = {}
 
-    def fake_run_jobs(jobs, out_root, *a, **k):
-        seen["jobs"] = jobs
-        return _fake_results(out_root, {"source-only": 30.0, "ours": 36.5, "source-only-continued": 31.0})
+    def fake_run_jobs(jobs, out_root, *a, **k):  # called once per step, in order
+        seen.setdefault("jobs", []).extend(jobs)
+        return [r for r in _fake_results(out_root, {"source-only": 30.0, "ours": 36.5, "source-only-continued": 31.0})
+                if r.name == jobs[0].name]
 
     monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
-    summary = runner.main_job(tmp_path / "main", seed=3, data_seed=7)
+    summary = runner.main_job(tmp_path / "main", seed=3, data_seed=7, baseline="continued")
     # a non-default benchmark seed never overwrites the default benchmark
     assert made == {"root": tmp_path / "main" / "data", "seed": 7}
+    assert [j.name for j in seen["jobs"]] == ["datasets", "source-only", "pseudo-labels", "ours", "source-only-continued"]
     assert all(j.parameters.get("seed", 3) == 3 for j in seen["jobs"])
     assert all(j.parameters.get("data_root", str(made["root"])) == str(made["root"]) for j in seen["jobs"])
     on_disk = json.loads((tmp_path / "main" / "summary.json").read_text())
@@ -40,8 +42,8 @@ def test_default_seed_uses_the_default_benchmark(tmp_path, monkeypatch):
 
     made = {}
     monkeypatch.setattr("cosuda.synthetic.ensure", lambda root, seed=0, progress=True: made.update(root=root, seed=seed))
-    monkeypatch.setattr(runner, "run_jobs", lambda jobs, out_root, *a, **k: _fake_results(
-        out_root, {"source-only": 30.0, "ours": 36.5, "source-only-continued": 31.0})[:4])
+    monkeypatch.setattr(runner, "run_jobs", lambda jobs, out_root, *a, **k: [r for r in _fake_results(
+        out_root, {"source-only": 30.0, "ours": 36.5, "source-only-continued": 31.0}) if r.name == jobs[0].name])
     summary = runner.main_job(tmp_path / "main", baseline="stage1")
     assert made == {"root": SYNTHETIC_ROOT, "seed": 0}
     assert summary["runs"]["source-only"]["miou19"] == 30.0 and summary["baseline"] == "stage1"
