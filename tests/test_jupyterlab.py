@@ -443,9 +443,6 @@ def test_screenshots_are_saved(lesson_06, lesson_04):
         assert (ARTIFACTS / name).stat().st_size > 10_000, name
 
 
-@pytest.mark.xfail(reason="issue 12 item 1, open: JupyterLab rewrites metadata.kernelspec.display_name "
-                          "('Python 3' -> the kernel's 'Python 3 (ipykernel)') when the kernel starts, so "
-                          "each student notebook opens modified and autosave writes it", strict=False)
 def test_student_notebooks_open_unmodified(lesson_06, lesson_04):
     """Opened in JupyterLab, once its kernel is up and before anything runs, a student notebook
     is not marked modified (so autosave does not write it back)."""

@@ -196,10 +196,27 @@ def answer_stub(source: str) -> str:
     return (STUB + "".join(line + "\n" for line in task) + body).rstrip("\n")
 
 
+KERNEL_NAME = "python3"
+
+
+def installed_kernel_display_name(name: str = KERNEL_NAME) -> str:
+    """The display name of the kernel JupyterLab will start ("Python 3 (ipykernel)" by default)."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        return KernelSpecManager().get_kernel_spec(name).display_name
+    except Exception:  # no Jupyter here: ipykernel's own default
+        return "Python 3 (ipykernel)"
+
+
 def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of `nb` without solutions, answers or jupytext pairing (see the module docstring)."""
     out = nbformat.from_dict(nb)
     out.metadata.pop("jupytext", None)
+    # JupyterLab rewrites the display name to the installed kernel's when the kernel starts, which
+    # marks the notebook modified (autosave then writes it back): write that name already.
+    out.metadata["kernelspec"] = dict(out.metadata.get("kernelspec", {}), name=KERNEL_NAME,
+                                      display_name=installed_kernel_display_name(), language="python")
     modules, functions = exercise_names(out.cells)
     solutions = [i for i, c in enumerate(out.cells) if SOLUTION_TAG in c.get("metadata", {}).get("tags", [])]
     first = solutions[0] if solutions else len(out.cells)
