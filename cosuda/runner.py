@@ -931,10 +931,13 @@ def main_jobs(out_root: Path, data_root: Path, seed: int = 0, source_iterations:
     from .config import SYNTHETIC_STAGES
 
     source_dir, pseudo_dir = out_root / "source-only", out_root / "pseudo_labels"
-    stage1 = {"seed": seed, "data_root": str(data_root),
-              "iterations": source_iterations or SYNTHETIC_STAGES["source_iterations"]}
+    stage1_its = source_iterations or SYNTHETIC_STAGES["source_iterations"]
+    later_its = iterations or SYNTHETIC_STAGES["iterations"]
+    # two evaluations per run (half-way and final): each costs ~12 s of the 15-minute budget
+    stage1 = {"seed": seed, "data_root": str(data_root), "iterations": stage1_its,
+              "eval_every": max(1, stage1_its // 2)}
     later = {"seed": seed, "data_root": str(data_root), "weights": str(source_dir), "compare_with": str(source_dir),
-             "iterations": iterations or SYNTHETIC_STAGES["iterations"]}
+             "iterations": later_its, "eval_every": max(1, later_its // 2)}
     maker = source_dir if pseudo_from == "source-only" else out_root / pseudo_from
     jobs = [Job("datasets", "01_datasets", {"data_root": str(data_root)}),
             Job("source-only", "02_source_only", stage1)]
