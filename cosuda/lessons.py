@@ -1,6 +1,7 @@
 """Small computations that the lesson notebooks (03-06) display. Nothing here draws: the figures
 are in `cosuda.plots.method`; the method itself is in `cosuda.method` and `cosuda.pseudo`.
 
+    setup                      the set-up lessons 04-06 share: seeds, threads, lesson model, datasets
     class_id                   a class given by name or trainId -> trainId
     predict                    the lesson model on a few items: features f, logits p, probabilities P
     confidence_histograms      per class, the confidence of the pixels predicted as it (suppl. A)
@@ -17,7 +18,8 @@ are in `cosuda.plots.method`; the method itself is in `cosuda.method` and `cosud
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from .labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from .method import class_similarity, cosine_loss_from_matrices
 
-__all__ = ["class_id", "predict", "confidence_histograms", "exact_thresholds", "pseudo_label_quality",
+__all__ = ["setup", "LessonSetup", "class_id", "predict", "confidence_histograms", "exact_thresholds", "pseudo_label_quality",
            "unmatched_classes", "dictionary_bytes", "class_similarity_matrices", "Selection", "select",
            "selected_fraction", "paper_scale_loss", "threshold_slider", "PAPER_SCALE"]
 
@@ -52,6 +54,30 @@ def class_id(value) -> int:
         return CLASS_NAMES.index(value.strip().lower())
     raise ValueError(f"{value!r} is not a class: give a trainId 0-{NUM_CLASSES - 1} or one of the names "
                      f"{', '.join(CLASS_NAMES)}")
+
+
+class LessonSetup(NamedTuple):
+    model: torch.nn.Module  # the shared source-only lesson model G = H o F, in eval mode
+    cfg: Any  # its cosuda.config.RunConfig (sizes, T_cos, backbone, ...)
+    source_set: Any  # the benchmark's GTA5-like training images at cfg.source_size
+    target_set: Any  # the Cityscapes-like training images at cfg.target_size (labels for checking only)
+
+
+def setup(source_run: str | Path, source_iterations: int = 150, seed: int = 0, threads: int = 2) -> LessonSetup:
+    """What lessons 04-06 do before their first picture: seed torch with `seed`, use at most
+    `threads` CPU threads, load the shared source-only lesson model from `source_run` (relative to
+    COSUDA_HOME; trained there for `source_iterations` if it holds no finished run) and open the
+    run's source and target training sets. Unpack it: `model, cfg, source_set, target_set = setup(...)`."""
+    from .data import GTA5, Cityscapes
+    from .paths import resolve_path
+    from .train import lesson_source_model, resolve_paths
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
+    model, cfg = lesson_source_model(resolve_path(source_run), iterations=source_iterations)
+    paths = resolve_paths(cfg)
+    return LessonSetup(model, cfg, GTA5(paths.source, size=tuple(cfg.source_size)),
+                       Cityscapes(paths.target, "train", size=tuple(cfg.target_size)))
 
 
 # --------------------------------------------------------------------------------------------

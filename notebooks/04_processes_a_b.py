@@ -44,19 +44,11 @@ import numpy as np
 import torch
 
 from cosuda import lessons, method, pseudo
-from cosuda.config import REPO_ROOT
-from cosuda.data import GTA5, Cityscapes
 from cosuda.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cosuda.models import build_model
 from cosuda.plots import method as mplots
-from cosuda.train import lesson_source_model, resolve_paths
 
-torch.manual_seed(seed)
-torch.set_num_threads(min(2, torch.get_num_threads()))
-model, cfg = lesson_source_model(REPO_ROOT / source_run, iterations=source_iterations)
-paths = resolve_paths(cfg)
-source_set = GTA5(paths.source, size=tuple(cfg.source_size))
-target_set = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
+model, cfg, source_set, target_set = lessons.setup(source_run, source_iterations, seed)
 if not (0 <= source_index < len(source_set) and 0 <= target_index < len(target_set)):
     raise ValueError(f"source_index must be in [0, {len(source_set)}) and target_index in [0, {len(target_set)})")
 

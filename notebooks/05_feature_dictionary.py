@@ -37,19 +37,12 @@ import torch
 
 from cosuda import lessons, method
 from cosuda.config import REPO_ROOT
-from cosuda.data import GTA5, Cityscapes
 from cosuda.labels import CLASS_NAMES, NUM_CLASSES
 from cosuda.plots import method as mplots
-from cosuda.train import lesson_source_model, resolve_paths
 
-torch.manual_seed(seed)
-torch.set_num_threads(min(2, torch.get_num_threads()))
 if iterations < 2 or dict_size < 1:
     raise ValueError(f"need iterations >= 2 and dict_size >= 1, got {iterations}, {dict_size}")
-model, cfg = lesson_source_model(REPO_ROOT / source_run, iterations=source_iterations)
-paths = resolve_paths(cfg)
-source_set = GTA5(paths.source, size=tuple(cfg.source_size))
-target_set = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
+model, cfg, source_set, target_set = lessons.setup(source_run, source_iterations, seed)
 order = torch.Generator().manual_seed(seed)
 source_stream = lessons.predict(model, source_set, torch.randperm(len(source_set), generator=order)[:iterations],
                                 batch_size=batch_size)

@@ -46,20 +46,13 @@ import torch.nn.functional as F
 
 from cosuda import lessons, method
 from cosuda.config import REPO_ROOT
-from cosuda.data import GTA5, Cityscapes
 from cosuda.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cosuda.plots import method as mplots
-from cosuda.train import lesson_source_model, resolve_paths
 
-torch.manual_seed(seed)
-torch.set_num_threads(min(2, torch.get_num_threads()))
 if source_images < 1 or dict_size < 1 or not -1 <= t_cos <= 1:
     raise ValueError(f"need source_images >= 1, dict_size >= 1, -1 <= t_cos <= 1; got {source_images}, "
                      f"{dict_size}, {t_cos}")
-model, cfg = lesson_source_model(REPO_ROOT / source_run, iterations=source_iterations)
-paths = resolve_paths(cfg)
-source_set = GTA5(paths.source, size=tuple(cfg.source_size))
-target_set = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
+model, cfg, source_set, target_set = lessons.setup(source_run, source_iterations, seed)
 
 # The dictionary, filled by process A from a stream of source images (lesson 05).
 order = torch.Generator().manual_seed(seed)

@@ -237,3 +237,32 @@ def test_threshold_widget_follows_its_slider():
     assert widget.result.loss_sum == pytest.approx(0.0, abs=1e-6)  # only the element equal to 1
     slider.value = -1.0
     assert widget.result.total_selected == 5
+
+
+def test_setup_loads_the_lesson_model_and_its_datasets(tiny_benchmark, tmp_path):
+    """lessons.setup, what lessons 04-06 run first: a finished run is used as is (not retrained),
+    in eval mode, with the run's datasets at its sizes and torch seeded."""
+    from cosuda.config import make_config
+    from cosuda.train import train
+
+    threads = torch.get_num_threads()
+    run = tmp_path / "source-only"
+    cfg = make_config("synthetic-source-only", dict(
+        iterations=2, eval_every=2, checkpoint_every=2, source_size=(32, 18), target_size=(32, 16),
+        eval_size=(32, 16), progress=False, num_workers=0, device="cpu", precision="fp32",
+        backbone="resnet18", weights="random", norm="group", data_root=str(tiny_benchmark)))
+    train(cfg, run)
+    checkpoints = sorted((run / "checkpoints").iterdir())
+    try:
+        model, cfg2, source_set, target_set = lessons.setup(run, source_iterations=999, seed=3, threads=1)
+        first = torch.rand(1).item()
+        lessons.setup(run, seed=3, threads=1)
+        assert torch.rand(1).item() == first  # seeded
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted((run / "checkpoints").iterdir()) == checkpoints  # not retrained for 999 iterations
+    assert not model.training and cfg2.iterations == 2
+    assert len(source_set) == 6 and len(target_set) == 6
+    assert tuple(source_set[0]["image"].shape[-2:]) == (18, 32)
+    assert tuple(target_set[0]["image"].shape[-2:]) == (16, 32)
