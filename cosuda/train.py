@@ -31,7 +31,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from . import distributed as dist
 from .config import (PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, config_from_dict,  # noqa: F401
                      make_config, parse_value)
 from .labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
+
+if TYPE_CHECKING:
+    from .uda import UDAStep
 
 CHECKPOINT_VERSION = 1
 # Fields that must agree between a checkpoint and the run resuming from it.
@@ -168,6 +171,11 @@ def make_loaders(cfg: RunConfig, source: Dataset, target: Dataset, start_step: i
     variant = cfg.flags
     return (make_loader(source, cfg, 1, start_step, device) if variant.needs_source else None,
             make_loader(target, cfg, 2, start_step, device) if variant.needs_target else None)
+
+
+def _next_batches(loaders, device: torch.device, channels_last: bool) -> list[dict | None]:
+    """The next (source, target) batches of `make_loaders`' streams on `device` (None: no stream)."""
+    return [_to_device(next(it), device, channels_last) if it is not None else None for it in loaders]
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
@@ -372,7 +380,7 @@ class TrainingState:
     model: torch.nn.Module               # the network itself; `step.model` may wrap it (compile, DDP)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    step: Any                            # the uda.UDAStep
+    step: UDAStep                        # one optimisation step; holds the feature dictionaries
     device: torch.device
     discriminator: torch.nn.Module | None = None
     d_optimizer: torch.optim.Optimizer | None = None
@@ -698,7 +706,7 @@ def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precis
                val_ds, alignment_probe(cfg, source_ds, device), start)
     loaders = make_loaders(cfg, source_ds, target_ds, start, device)
     if setup.checkpoint is not None:
-        # Only now: setting up (iter(DataLoader) draws its base seed from the global generator)
+        # Last: the set-up above (iter(DataLoader) draws its base seed from the global generator)
         # consumed the same random numbers in the uninterrupted run before its first step, so
         # the resumed run's next step must see the generators exactly as they were saved.
         state.load_state_dict(setup.checkpoint)
@@ -732,8 +740,7 @@ def _loop(state: TrainingState, run: _Run, loaders) -> dict:
     with _StopFlag() as stop:
         while state.iteration < cfg.iterations:
             t0 = time.perf_counter()
-            logs = state.train_step(*(_to_device(next(it), state.device, cfg.channels_last) if it else None
-                                      for it in loaders))
+            logs = state.train_step(*_next_batches(loaders, state.device, cfg.channels_last))
             _kill_point(f"iter:{state.iteration}")
             _log_step(state, run, logs, time.perf_counter() - t0)
             if not all(math.isfinite(v) for v in logs.values()):
