@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .paper_results import TABLE5  # the paper's hyper-parameters, kept with its other numbers
 from .paths import HOME, SYNTHETIC_ROOT, resolve_path  # noqa: F401  (one data-root policy: paths.py)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout: its notebooks/ and docs/
@@ -22,22 +23,94 @@ class ConfigError(ValueError):
 
 
 # --- The variants: which terms of eq. 11/12 (and supplementary C) are switched on ----------
-# target_seg: "none" | "pseudo" (eq. 2 with pseudo-labels) | "gt" (oracle: target labels)
-# cos:        "none" | "dict" (process A -> dictionary, the method) | "current" (w/o dictionary:
-#             this iteration's split source features) | "unsplit" (w/o class-wise split)
-# split:      how process B splits the target: "pseudo" (eq. 7) or "pred" (eq. 8)
-# adversarial: output-space adversarial loss of supplementary C (eq. 14/15)
-VARIANTS: dict[str, dict[str, Any]] = {
-    "source-only": dict(source_seg=True, target_seg="none", cos="none", split="pred", adversarial=False),
-    "oracle": dict(source_seg=False, target_seg="gt", cos="none", split="pred", adversarial=False),
-    "only-ssl": dict(source_seg=True, target_seg="pseudo", cos="none", split="pseudo", adversarial=False),
-    "ssl-adv": dict(source_seg=True, target_seg="pseudo", cos="none", split="pseudo", adversarial=True),
-    "adversarial": dict(source_seg=True, target_seg="none", cos="none", split="pred", adversarial=True),
-    "ours11": dict(source_seg=True, target_seg="none", cos="dict", split="pred", adversarial=False),
-    "ours": dict(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=False),
-    "wo-dict": dict(source_seg=True, target_seg="pseudo", cos="current", split="pseudo", adversarial=False),
-    "wo-split": dict(source_seg=True, target_seg="pseudo", cos="unsplit", split="pseudo", adversarial=False),
-    "with-adv": dict(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=True),
+LOSS_TERMS = ("seg_s", "seg_t", "cos", "adv")  # the names under which the step logs each term
+_CHOICES = {"target_seg": ("none", "pseudo", "gt"), "cos": ("none", "dict", "current", "unsplit"),
+            "split": ("pseudo", "pred")}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which terms of the total loss one variant trains on: a row of Tables 1 and 4.
+
+    source_seg:  eq. 1 on the labelled source images
+    target_seg:  "none" | "pseudo" (eq. 2 with the pseudo-labels of supplementary A) |
+                 "gt" (the oracle: target labels)
+    cos:         "none" | "dict" (the method: process A -> dictionary, process B, eq. 10) |
+                 "current" (w/o dictionary: this iteration's split source features) |
+                 "unsplit" (w/o class-wise split: all source against all target vectors)
+    split:       how process B splits the target: "pseudo" (eq. 7) or "pred" (eq. 8)
+    adversarial: the output-space adversarial loss of supplementary C (eq. 14/15)
+
+    A value outside these raises at once: a typo is an error, never a silently other run.
+    """
+
+    source_seg: bool
+    target_seg: str
+    cos: str
+    split: str
+    adversarial: bool
+
+    def __post_init__(self):
+        for name in ("source_seg", "adversarial"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Variant.{name} is True or False, got {getattr(self, name)!r}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"Variant.{name} {getattr(self, name)!r} unknown; choose one of "
+                                 f"{', '.join(choices)}")
+        if self.split == "pseudo" and self.target_seg != "pseudo":
+            raise ValueError("Variant.split 'pseudo' (eq. 7) needs the pseudo-labels: target_seg 'pseudo'")
+        if not (self.source_seg or self.target_seg != "none"):
+            raise ValueError("a Variant trains on at least one segmentation loss (source_seg or target_seg)")
+
+    @property
+    def uses_cos(self) -> bool:
+        """Whether the cosine similarity loss (or one of its ablations) is a term."""
+        return self.cos != "none"
+
+    @property
+    def uses_dictionary(self) -> bool:
+        """Whether the step keeps feature dictionaries (process A's vectors, newest first)."""
+        return self.cos == "dict"
+
+    @property
+    def uses_pseudo_labels(self) -> bool:
+        """Whether the run needs pseudo-labels for the target train set (`pseudo_root`)."""
+        return self.target_seg == "pseudo"
+
+    @property
+    def target_labels(self) -> bool:
+        """Whether target images reach the step with a label (pseudo-labels or the oracle's)."""
+        return self.target_seg != "none"
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether a step runs the forward pass on a source image."""
+        return self.source_seg or self.uses_cos or self.adversarial
+
+    @property
+    def needs_target(self) -> bool:
+        """Whether a step runs the forward pass on a target image."""
+        return self.target_labels or self.uses_cos or self.adversarial
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The names (from LOSS_TERMS, in that order) of the terms the total loss adds up."""
+        on = (self.source_seg, self.target_labels, self.uses_cos, self.adversarial)
+        return tuple(name for name, used in zip(LOSS_TERMS, on) if used)
+
+
+VARIANTS: dict[str, Variant] = {
+    "source-only": Variant(source_seg=True, target_seg="none", cos="none", split="pred", adversarial=False),
+    "oracle": Variant(source_seg=False, target_seg="gt", cos="none", split="pred", adversarial=False),
+    "only-ssl": Variant(source_seg=True, target_seg="pseudo", cos="none", split="pseudo", adversarial=False),
+    "ssl-adv": Variant(source_seg=True, target_seg="pseudo", cos="none", split="pseudo", adversarial=True),
+    "adversarial": Variant(source_seg=True, target_seg="none", cos="none", split="pred", adversarial=True),
+    "ours11": Variant(source_seg=True, target_seg="none", cos="dict", split="pred", adversarial=False),
+    "ours": Variant(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=False),
+    "wo-dict": Variant(source_seg=True, target_seg="pseudo", cos="current", split="pseudo", adversarial=False),
+    "wo-split": Variant(source_seg=True, target_seg="pseudo", cos="unsplit", split="pseudo", adversarial=False),
+    "with-adv": Variant(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=True),
 }
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -61,7 +134,6 @@ class RunConfig:
     source_image_dir: str = ""           # CycleGAN-translated source images (same names)
     target_root: str = ""                # default: <data_root>/cityscapes
     pseudo_root: str = ""                # pseudo-label folder (variants with target_seg=pseudo)
-    source_model: str = ""               # source-only checkpoint that makes missing pseudo-labels
     source_size: tuple = (1280, 720)
     target_size: tuple = (1024, 512)
     eval_size: tuple = (1024, 512)       # prediction size; labels stay at file resolution
@@ -120,7 +192,8 @@ class RunConfig:
             self.compile = "model" if old in ("true", "1", "yes") else "off"
 
     @property
-    def flags(self) -> dict[str, Any]:
+    def flags(self) -> Variant:
+        """The row of `VARIANTS` this run trains: which loss terms are on."""
         return VARIANTS[self.variant]
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,16 +207,9 @@ FIELD_TYPES = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
 # --- Presets ----------------------------------------------------------------------------------
-# Table 5: (T_cos, dict-size, lambda_cos) per task and network.
-TABLE5 = {
-    ("gta5", "deeplabv2"): (0.6, 2500, 0.01),
-    ("gta5", "fcn8s"): (0.4, 2000, 0.001),
-    ("synthia", "deeplabv2"): (0.4, 2500, 0.01),
-    ("synthia", "fcn8s"): (0.2, 2000, 0.001),
-}
-
 _REAL_NETWORKS = {
-    # section 4.1 and REFERENCE.md: DeepLabV2 SGD/poly, FCN-8s Adam/step; supplementary C for D.
+    # Section 4.1 and the field's conventions (docs/design.md): DeepLabV2 SGD/poly, FCN-8s
+    # Adam/step; supplementary C for the discriminator D.
     "deeplabv2": dict(arch="deeplabv2", backbone="resnet101", optimizer="sgd", lr=2.5e-4,
                       lambda_adv=0.001, d_lr=1e-4),
     "fcn8s": dict(arch="fcn8s", backbone="vgg16", optimizer="adam", lr=1e-5, weight_decay=0.0,
@@ -184,10 +250,8 @@ def _preset_table() -> dict[str, dict[str, Any]]:
         presets[f"synthetic-{variant}"] = dict(SYNTHETIC, variant=variant)
         for source, src_kw in _REAL_SOURCES.items():
             for net, net_kw in _REAL_NETWORKS.items():
-                t_cos, dict_size, lambda_cos = TABLE5[(source, net)]
-                presets[f"{source}-{net}-{variant}"] = dict(
-                    net_kw, **src_kw, source=source, variant=variant, t_cos=t_cos,
-                    dict_size=dict_size, lambda_cos=lambda_cos)
+                presets[f"{source}-{net}-{variant}"] = dict(net_kw, **src_kw, **TABLE5[(source, net)],
+                                                            source=source, variant=variant)
         # Several GPUs under torchrun: each rank takes 1 source + 1 target image, so the effective
         # batch is N; the linear scaling rule (Goyal et al. 2017) keeps the per-image step: lr x N.
         for source in _REAL_SOURCES:
@@ -244,6 +308,15 @@ def make_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConf
     return cfg
 
 
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a saved config.json or checkpoint: lists back to tuples, keys RunConfig
+    does not know (e.g. "preset", or fields of older versions) dropped, values of older versions
+    normalised by RunConfig."""
+    defaults = RunConfig()
+    return RunConfig(**{k: tuple(v) if isinstance(getattr(defaults, k), tuple) else v
+                        for k, v in values.items() if k in FIELD_TYPES})
+
+
 def validate(cfg: RunConfig) -> None:
     """Checks that need no files: names and ranges. Paths are checked by the engine."""
     if cfg.variant not in VARIANTS:
@@ -271,7 +344,7 @@ def validate(cfg: RunConfig) -> None:
         size = getattr(cfg, name)
         if len(size) != 2 or min(size) <= 0:
             raise ConfigError(f"{name} must be (W, H) with positive values, got {size}")
-    if VARIANTS[cfg.variant]["adversarial"]:
+    if VARIANTS[cfg.variant].adversarial:
         small = [n for n in ("source_size", "target_size") if min(getattr(cfg, n)) < 32]
         if small:
             raise ConfigError(f"{', '.join(small)} below 32 px: the discriminator's five stride-2 4x4 "
@@ -282,7 +355,7 @@ def validate(cfg: RunConfig) -> None:
 
 def run_overrides(preset: str, iterations: int, eval_every: int = 0, seed: int = 0, data_root: str = "",
                   eval_max_items: int = 0, keep_checkpoints: int = 1, **extra: Any) -> dict[str, Any]:
-    """The overrides a notebook passes to `cosuda.train.ensure_trained` for one run of `preset`.
+    """The overrides a notebook passes to `cosuda.runs.ensure_trained` for one run of `preset`.
 
     eval_every 0 means iterations // 4 (four points on the curve); checkpoints every
     min(iterations, the preset's interval), so a short run writes one at its end; `data_root`

@@ -144,10 +144,12 @@ def load_run(run_dir: str | Path, checkpoint: str | Path = "last", device: str |
     file (see `resolve_checkpoint`). device: "auto" (a GPU if there is one), "cpu", "cuda",
     "cuda:N". precision: "run" (the run's own, resolved on `device` like training does: "auto"
     is bf16 on a capable GPU, fp32 on CPU) or one of fp32, tf32, bf16, fp16.
-    The model is built by `cosuda.train.load_run_model` from the checkpoint's configuration.
+    The model is built by `cosuda.runs.load_run_model` from the checkpoint's configuration.
     Raises ConfigError with a one-line message for a missing run, checkpoint or unreadable file.
     """
-    from .train import config_from_dict, load_run_model, resolve_precision
+    from .config import config_from_dict
+    from .runs import load_run_model
+    from .train import resolve_precision
 
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")

@@ -102,7 +102,7 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
         if pseudo_from != "source-only" and pseudo_from not in variants:
             raise ValueError(f"pseudo_from={pseudo_from!r} must be one of the grid's variants ({', '.join(variants)})")
         for variant in ordered:
-            needs_pseudo = make_config(f"synthetic-{variant}").flags["target_seg"] == "pseudo"
+            needs_pseudo = make_config(f"synthetic-{variant}").flags.uses_pseudo_labels
             values = {**common, "seed": seed, "iterations": iterations, "eval_every": max(1, iterations // 4),
                       "checkpoint_every": max(1, iterations // 4), "keep_checkpoints": 1}
             after = []
@@ -377,7 +377,8 @@ def publish_extras(out_root: str | Path, task: str = "gta5", seed: int = 0,
     from .data import GTA5, SYNTHIA, Cityscapes
     from .labels import CLASS_NAMES
     from .predict import predict_images
-    from .train import load_run_model, resolve_paths
+    from .runs import load_run_model
+    from .train import resolve_paths
 
     written = []
     for variant in variants:

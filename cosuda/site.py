@@ -32,8 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # would make the notebook pages' API links point nowhere.
 API_MODULES = ("cosuda.labels", "cosuda.data", "cosuda.synthetic", "cosuda.models", "cosuda.method",
                "cosuda.method_fast", "cosuda.pseudo", "cosuda.metrics", "cosuda.alignment", "cosuda.adversarial",
-               "cosuda.config", "cosuda.uda", "cosuda.train", "cosuda.evaluate", "cosuda.predict",
-               "cosuda.distributed", "cosuda.grid", "cosuda.runner", "cosuda.toy2d", "cosuda.plots")
+               "cosuda.paper_results", "cosuda.config", "cosuda.uda", "cosuda.train", "cosuda.runs",
+               "cosuda.evaluate", "cosuda.predict", "cosuda.distributed", "cosuda.grid", "cosuda.runner",
+               "cosuda.toy2d", "cosuda.plots")
 
 FIGURE_COMMENT = re.compile(r"^\s*#\s*Figure:\s*(.+?)\s*$", re.MULTILINE)
 API_MARKER = "<!-- api-modules -->"

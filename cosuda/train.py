@@ -6,11 +6,16 @@
 
 What a step does lives in `cosuda.uda`; this file sets up data, model, optimisers and the
 schedule, and makes runs trustworthy: everything is checked before the first step, progress
-is shown, target val is evaluated every `eval_every` iterations into `metrics.json`, and a
-checkpoint (model, optimisers, schedulers, discriminator, dictionaries, iteration, RNG states,
-history) is written atomically every `checkpoint_every` iterations and when the run is
-interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same run (`--resume auto`: if there
-is a checkpoint, which is what batch and requeued cluster jobs pass).
+is shown, target val is evaluated every `eval_every` iterations into `metrics.json`, and the
+whole training state (`TrainingState`: model, optimisers, schedulers, discriminator,
+dictionaries, iteration, RNG states, history) is written atomically every `checkpoint_every`
+iterations and when the run is interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same
+run (`--resume auto`: if there is a checkpoint, which is what batch and requeued cluster jobs
+pass). Read `train` -> `_train` (set-up and resume) -> `_loop` (one iteration a pass).
+
+The helpers around finished runs (`ensure_trained`, `load_run_model`, `lesson_source_model`,
+`ensure_pseudo_labels`, `make_pseudo_labels`) live in `cosuda.runs` and are importable from
+here too.
 """
 from __future__ import annotations
 
@@ -24,17 +29,21 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import distributed as dist
-from .config import PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, make_config, parse_value
+from .config import (PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, config_from_dict,  # noqa: F401
+                     make_config, parse_value)
 from .labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
+
+if TYPE_CHECKING:
+    from .uda import UDAStep
 
 CHECKPOINT_VERSION = 1
 # Fields that must agree between a checkpoint and the run resuming from it.
@@ -53,12 +62,11 @@ def resolve_paths(cfg: RunConfig) -> Paths:
     """Find the data folders of a run, generating the synthetic benchmark if it is the default."""
     data_root = Path(cfg.data_root) if cfg.data_root else None
     if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve():
-        from .synthetic import MARKER, generate
+        from .synthetic import generate, is_complete
 
-        marker = data_root / MARKER
         # Generate a missing or half-written default benchmark; keep a complete one, whatever
         # seed or sizes the user chose for it.
-        if dist.is_main() and not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
+        if dist.is_main() and not is_complete(data_root):
             print(f"[cosuda] generating the synthetic benchmark under {data_root}", flush=True)
             generate(data_root, seed=0)
         dist.barrier()
@@ -98,8 +106,7 @@ def build_datasets(cfg: RunConfig, paths: Paths):
     image_dir = cfg.source_image_dir or None
     source_cls = GTA5 if cfg.source == "gta5" else SYNTHIA
     source = source_cls(paths.source, size=tuple(cfg.source_size), image_dir=image_dir)
-    mode = cfg.flags["target_seg"]
-    if mode == "pseudo":
+    if cfg.flags.uses_pseudo_labels:
         if paths.pseudo is None:
             raise ConfigError(f"variant {cfg.variant!r} trains on pseudo-labels: set --set pseudo_root=DIR "
                               "(make them with `python -m cosuda.train --pseudo-labels-from SOURCE_ONLY_RUN_DIR "
@@ -112,7 +119,7 @@ def build_datasets(cfg: RunConfig, paths: Paths):
                               f"--out {paths.pseudo}`") from None
     else:
         target = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
-        if mode == "none":
+        if not cfg.flags.target_labels:
             target = _WithoutLabels(target)
     val = Cityscapes(paths.target, "val", size=tuple(cfg.eval_size), label_size="original")
     if cfg.eval_max_items:
@@ -155,6 +162,20 @@ def make_loader(dataset: Dataset, cfg: RunConfig, salt: int, start_step: int, de
                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0,
                         prefetch_factor=4 if cfg.num_workers > 0 else None)
     return iter(loader)
+
+
+def make_loaders(cfg: RunConfig, source: Dataset, target: Dataset, start_step: int,
+                 device: torch.device) -> tuple[Iterator | None, Iterator | None]:
+    """(source, target) batch streams from `start_step` on; None for a domain the variant's step
+    never reads. Started here, not lazily: iter(DataLoader) draws from the global generator."""
+    variant = cfg.flags
+    return (make_loader(source, cfg, 1, start_step, device) if variant.needs_source else None,
+            make_loader(target, cfg, 2, start_step, device) if variant.needs_target else None)
+
+
+def _next_batches(loaders, device: torch.device, channels_last: bool) -> list[dict | None]:
+    """The next (source, target) batches of `make_loaders`' streams on `device` (None: no stream)."""
+    return [_to_device(next(it), device, channels_last) if it is not None else None for it in loaders]
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
@@ -201,7 +222,7 @@ def grouped_loss_available(device: torch.device) -> bool:
 def check_capture(cfg: RunConfig, device: torch.device, precision: str) -> None:
     """`compile="step"` needs a step without host synchronisation, hence the grouped cosine loss
     (torch._grouped_mm): bf16, and on a GPU its Hopper-or-newer kernel. Checked before training."""
-    if cfg.compile != "step" or cfg.flags["cos"] == "none":
+    if cfg.compile != "step" or not cfg.flags.uses_cos:
         return
     if precision != "bf16" or cfg.cos_impl not in ("auto", "grouped") or not grouped_loss_available(device):
         where = (f"{torch.cuda.get_device_name(device)} (compute capability "
@@ -296,12 +317,22 @@ def _set_rng_state(state: dict, device: torch.device | None = None) -> None:
     torch.cuda.set_rng_state(cuda, device)
 
 
-def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint file as a dict; a one-line ConfigError for a truncated or foreign file.
+    (weights_only=False: a training checkpoint also holds RNG and optimiser state.)"""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
+    except Exception as e:
         raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"{path} is not a cosuda training checkpoint")
+    return state
+
+
+def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
+    """The checkpoint `path` to resume `cfg` from, checked: its version and the fields that must agree."""
+    state = read_checkpoint(path)
+    if state.get("version") != CHECKPOINT_VERSION:
         raise ConfigError(f"{path} is not a cosuda training checkpoint (version {CHECKPOINT_VERSION})")
     saved = state["config"]
     diff = [f"{k}: checkpoint {saved.get(k)!r} vs run {getattr(cfg, k)!r}" for k in _RESUME_KEYS
@@ -310,6 +341,164 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
     if diff:
         raise ConfigError(f"checkpoint {path} is incompatible with this run ({'; '.join(diff)})")
     return state
+
+
+def resolve_weights(weights: str):
+    """`weights` of a config as `build_model` takes it: "random", "imagenet" and weights files as
+    they are; a run directory means the model of that run's newest checkpoint (a warm start from
+    a trained model, e.g. the source-only run), returned as its state_dict."""
+    if weights in ("random", "imagenet") or not Path(weights).is_dir():
+        return weights
+    path = latest_checkpoint(Path(weights))
+    if path is None:
+        raise ConfigError(f"weights={weights} is a folder without checkpoints/iter_*.pt: train that run first")
+    return read_checkpoint(path)["model"]
+
+
+def build_network(cfg: RunConfig, weights=None) -> torch.nn.Module:
+    """The network G of a run (arch, backbone, classes, normalisation layers), with `weights`
+    (default: the config's own, resolved by `resolve_weights`)."""
+    from .models import build_model
+
+    kw = {"norm": cfg.norm, "output_stride": cfg.output_stride} if cfg.arch == "deeplabv2" else {}
+    return build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes,
+                       weights=resolve_weights(cfg.weights) if weights is None else weights, **kw)
+
+
+# --- the training state ----------------------------------------------------------------------
+@dataclass
+class TrainingState:
+    """Everything a resumed run continues from; `state_dict()` is one checkpoint file.
+
+    The network and its optimiser and schedule, the discriminator of supplementary C with its
+    own, the fp16 loss scaler, the step (its feature dictionaries), the RNG states, the
+    evaluation history, the iteration, the loss sums since the last evaluation and the seconds
+    trained so far. The file's keys are those every CHECKPOINT_VERSION 1 checkpoint holds.
+    """
+
+    cfg: RunConfig                       # with the lr a multi-process run scaled (scale_lr)
+    model: torch.nn.Module               # the network itself; `step.model` may wrap it (compile, DDP)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: UDAStep                        # one optimisation step; holds the feature dictionaries
+    device: torch.device
+    discriminator: torch.nn.Module | None = None
+    d_optimizer: torch.optim.Optimizer | None = None
+    d_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler | None = None
+    iteration: int = 0
+    history: list[dict] = field(default_factory=list)   # one row per evaluation (metrics.json)
+    loss_sums: dict[str, float] = field(default_factory=dict)  # since the last evaluation
+    loss_steps: int = 0
+    started: float = field(default_factory=time.perf_counter)  # perf_counter() at the run's second 0
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since the run started, counting the processes that trained it before a resume."""
+        return time.perf_counter() - self.started
+
+    def train_step(self, source: dict | None, target: dict | None) -> dict[str, float]:
+        """One iteration: the step (forward, losses, backward, optimisers), its loss terms added
+        to the means of the next evaluation, the schedules advanced. Returns the logged losses."""
+        logs = self.step(source, target)
+        for k, v in logs.items():
+            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v
+        self.loss_steps += 1
+        self.scheduler.step()
+        if self.d_scheduler is not None:
+            self.d_scheduler.step()
+        self.iteration += 1
+        return logs
+
+    def mean_losses(self) -> dict[str, float]:
+        return {k: round(v / max(self.loss_steps, 1), 5) for k, v in self.loss_sums.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "version": CHECKPOINT_VERSION, "iteration": self.iteration, "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "uda": self.step.state_dict(), "rng": _rng_state(self.device),
+            "history": self.history, "world_size": dist.world_size(),
+            "loss_sums": self.loss_sums, "loss_steps": self.loss_steps, "elapsed": self.seconds,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+        if self.discriminator is not None:
+            state.update(discriminator=self.discriminator.state_dict(), d_optimizer=self.d_optimizer.state_dict(),
+                         d_scheduler=self.d_scheduler.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`, the random generators included: call it last in a resumed
+        run's set-up, so that the next step sees them exactly as the saved run's next step did."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+            self.d_scheduler.load_state_dict(state["d_scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step.load_state_dict(state["uda"])
+        self.iteration, self.history = state["iteration"], state["history"]
+        self.loss_sums, self.loss_steps = state.get("loss_sums", {}), state.get("loss_steps", 0)
+        self.started = time.perf_counter() - state.get("elapsed", 0.0)
+        _set_rng_state(state["rng"], self.device)
+
+    def best_state_dict(self, miou19: float) -> dict[str, Any]:
+        """best.pt: the weights behind the "best" row of the tables, kept beside the pruned checkpoints."""
+        return {"version": CHECKPOINT_VERSION, "iteration": self.iteration, "config": self.cfg.to_dict(),
+                "model": self.model.state_dict(), "miou19": miou19}
+
+
+def build_state(cfg: RunConfig, device: torch.device, precision: str) -> TrainingState:
+    """A run's state at iteration 0. Seeded first, so that random initialisation is part of the
+    seeded run; the order below is the order random numbers are drawn in (keep it)."""
+    from .uda import UDAStep
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_network(cfg).to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    with torch.no_grad():  # feature widths for the dictionaries, from one tiny forward
+        feature_dims = [f.shape[1] for f in model(torch.zeros(1, 3, 64, 64, device=device))[0]]
+    net = _wrap_network(cfg, model, device)
+    if cfg.scale_lr and dist.world_size() > 1:  # linear scaling rule for N images per step
+        cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world_size(), d_lr=cfg.d_lr * dist.world_size())
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    discriminator = d_optimizer = d_scheduler = None
+    if cfg.flags.adversarial:
+        from .adversarial import Discriminator
+
+        discriminator = Discriminator(cfg.num_classes).to(device)  # gradients averaged by UDAStep
+        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas))
+        d_scheduler = build_scheduler(cfg, d_optimizer)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    step = UDAStep(net, optimizer, cfg.flags, num_classes=cfg.num_classes, t_cos=cfg.t_cos,
+                   lambda_cos=cfg.lambda_cos, dict_size=cfg.dict_size, feature_dims=feature_dims,
+                   reduction=cfg.reduction, cos_impl=cfg.cos_impl, dict_dtype=cfg.dict_dtype,
+                   discriminator=discriminator, d_optimizer=d_optimizer, lambda_adv=cfg.lambda_adv,
+                   autocast=autocast_factory(precision, device), scaler=scaler, device=device,
+                   compile="step" if cfg.compile == "step" else "off")
+    return TrainingState(cfg, model, optimizer, scheduler, step, device, discriminator, d_optimizer,
+                         d_scheduler, scaler)
+
+
+def _wrap_network(cfg: RunConfig, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """What the step calls: the network, compiled alone (`compile="model"`: static shapes at batch
+    1 and fixed sizes; `compile="step"` captures the whole step in UDAStep instead) and wrapped in
+    DDP under torchrun."""
+    net = model
+    if cfg.compile == "model":
+        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+    if dist.is_distributed():
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    net.upsample = model.upsample  # the step calls model.upsample on whatever it holds
+    return net
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -363,6 +552,34 @@ def alignment_probe(cfg: RunConfig, source: Dataset, device: torch.device) -> di
             "items": cfg.align_items, "per_class": cfg.align_per_class}
 
 
+# --- logs: metrics.json, scalars.jsonl ----------------------------------------------------
+def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs: dict, its: float | None) -> None:
+    """One JSON line per logged step: what a plotting tool (or `tail -f`) follows during a run."""
+    lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+    row = {"iteration": iteration, "time": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"], **lrs,
+           **{k: round(v, 6) for k, v in logs.items()}, "it_per_s": its}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_scalars(path: Path, iteration: int) -> None:
+    """Keep the rows up to `iteration` (a resumed run logs the later ones again), and drop a line
+    cut short by a kill in the middle of its append."""
+    if not path.is_file():
+        return
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("iteration"), int) and row["iteration"] <= iteration:
+            rows.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(r + "\n" for r in rows))
+    os.replace(tmp, path)  # a kill here leaves the old rows or the kept ones
+
+
 # --- the run -------------------------------------------------------------------------------
 class _StopFlag:
     """SIGINT/SIGTERM ask the loop to stop after the current step and write a checkpoint.
@@ -397,14 +614,23 @@ class _StopFlag:
         return False
 
 
-def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
+@dataclass
+class Prepared:
+    """What `prepare` checked: the run folder, (source train, target train, target val) and the
+    checkpoint to resume from (None for a new run)."""
+
+    run_dir: Path
+    datasets: tuple[Dataset, Dataset, Dataset]
+    checkpoint: dict | None
+
+
+def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> Prepared:
     """Every check that can fail before training, with no side effect on `run_dir`."""
     run_dir = Path(run_dir)
     from .data import DatasetError
 
-    paths = resolve_paths(cfg)
     try:
-        datasets = build_datasets(cfg, paths)
+        datasets = build_datasets(cfg, resolve_paths(cfg))
     except (DatasetError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from None
     checkpoint = None
@@ -416,7 +642,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
     elif latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
                           "or choose another --out")
-    return {"run_dir": run_dir, "paths": paths, "datasets": datasets, "checkpoint": checkpoint}
+    return Prepared(run_dir, datasets, checkpoint)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str | None = None) -> dict:
@@ -444,401 +670,174 @@ def _train_in_group(cfg: RunConfig, run_dir, resume: bool, preset, device: torch
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(cfg, run_dir, resume, preset, device, setup, precision)
+        return _train(cfg, preset, device, setup, precision)
     finally:  # a notebook kernel keeps its own setting after the run
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def _train(cfg: RunConfig, run_dir, resume: bool, preset, device, setup, precision) -> dict:
-    from .models import build_model
-    from .uda import UDAStep
+@dataclass
+class _Run:
+    """One process's side of a run, beside its TrainingState: where it writes, what it evaluates
+    on, how fast it goes. None of it is checkpointed; a resumed process builds it afresh."""
 
-    run_dir = setup["run_dir"]
-    source_ds, target_ds, val_ds = setup["datasets"]
-    autocast = autocast_factory(precision, device)
+    run_dir: Path
+    name: str                            # the preset (or variant) in progress lines
+    preset: str | None
+    precision: str
+    autocast: Callable
+    val: Dataset
+    probe: dict | None                   # the alignment probe (see `alignment_probe`)
+    start: int                           # the iteration this process started at
+    bar: Any = None
+    train_seconds: float = 0.0
+    timed_steps: int = 0
+    stats: dict = field(default_factory=lambda: {"iterations_per_second": None, "method_share": None,
+                                                 "last_losses": {}})
 
-    # Seeds first, so that random initialisation is part of the seeded run.
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes,
-                        weights=resolve_weights(cfg.weights), **_norm_kw(cfg))
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    with torch.no_grad():  # feature widths for the dictionaries, from one tiny forward
-        probe_h, probe_w = 64, 64
-        feature_dims = [f.shape[1] for f in model(torch.zeros(1, 3, probe_h, probe_w, device=device))[0]]
-    net = model
-    if cfg.compile == "model":
-        # The network alone (static shapes at batch 1 and fixed sizes); the rest of the step stays
-        # eager. `compile="step"` captures the whole step instead (UDAStep); "off" runs eager.
-        net = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
-    if dist.is_distributed():
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
-    net.upsample = model.upsample  # the step calls model.upsample on whatever it holds
-    if cfg.scale_lr and dist.world_size() > 1:  # linear scaling rule for N images per step
-        cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world_size(), d_lr=cfg.d_lr * dist.world_size())
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer)
-    discriminator = d_optimizer = None
-    if cfg.flags["adversarial"]:
-        from .adversarial import Discriminator
 
-        discriminator = Discriminator(cfg.num_classes).to(device)  # gradients averaged by UDAStep
-        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas))
-        d_scheduler = build_scheduler(cfg, d_optimizer)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    step = UDAStep(net, optimizer, cfg.flags, num_classes=cfg.num_classes, t_cos=cfg.t_cos,
-                   lambda_cos=cfg.lambda_cos, dict_size=cfg.dict_size, feature_dims=feature_dims,
-                   reduction=cfg.reduction, cos_impl=cfg.cos_impl, dict_dtype=cfg.dict_dtype,
-                   discriminator=discriminator, d_optimizer=d_optimizer, lambda_adv=cfg.lambda_adv,
-                   autocast=autocast, scaler=scaler, device=device,
-                   compile="step" if cfg.compile == "step" else "off")
-
-    start, history, elapsed, resume_rng = 0, [], 0.0, None
-    loss_sums, loss_steps = {}, 0
-    if setup["checkpoint"] is not None:
-        state = setup["checkpoint"]
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if discriminator is not None:
-            _unwrap(discriminator).load_state_dict(state["discriminator"])
-            d_optimizer.load_state_dict(state["d_optimizer"])
-            d_scheduler.load_state_dict(state["d_scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step.load_state_dict(state["uda"])
-        resume_rng = state["rng"]  # restored just before the first step (see below)
-        start, history, elapsed = state["iteration"], state["history"], state.get("elapsed", 0.0)
-        loss_sums, loss_steps = state.get("loss_sums", {}), state.get("loss_steps", 0)
-        if dist.is_main():
-            print(f"[cosuda] resuming {run_dir} at iteration {start}", flush=True)
-
+def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precision: str) -> dict:
+    """Set up the run (a new one, or the checkpoint's), then train it to `cfg.iterations`."""
+    state = build_state(cfg, device, precision)
+    start = setup.checkpoint["iteration"] if setup.checkpoint is not None else 0
     if dist.is_main():
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        _atomic_save(dict(cfg.to_dict(), preset=preset), run_dir / "config.json")
-        _truncate_scalars(run_dir / "scalars.jsonl", start)  # a resumed run rewrites what followed
-    clock = time.perf_counter() - elapsed  # "time" in scalars.jsonl: seconds since the run started
-
-    def save(iteration: int) -> None:
-        if not dist.is_main():
-            return
-        state = {
-            "version": CHECKPOINT_VERSION, "iteration": iteration, "config": cfg.to_dict(),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "uda": step.state_dict(), "rng": _rng_state(device),
-            "history": history, "world_size": dist.world_size(),
-            "loss_sums": loss_sums, "loss_steps": loss_steps, "elapsed": time.perf_counter() - clock,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-        }
-        if discriminator is not None:
-            state.update(discriminator=_unwrap(discriminator).state_dict(),
-                         d_optimizer=d_optimizer.state_dict(), d_scheduler=d_scheduler.state_dict())
-        _atomic_save(state, checkpoint_path(run_dir, iteration))
-        old = sorted((run_dir / "checkpoints").glob("iter_*.pt"))[:-max(cfg.keep_checkpoints, 1)]
-        for path in old:
-            path.unlink(missing_ok=True)
-
-    def write_metrics(final: bool) -> dict:
-        last = history[-1] if history else {}
-        best = max(history, key=lambda h: h["miou19"] if h["miou19"] is not None else -1) if history else {}
-        metrics = {
-            "preset": preset, "variant": cfg.variant, "seed": cfg.seed, "finished": final,
-            "iteration": last.get("iteration", 0), "miou19": last.get("miou19"), "miou16": last.get("miou16"),
-            "miou13": last.get("miou13"), "per_class_iou": last.get("per_class_iou"),
-            "class_names": list(CLASS_NAMES),
-            "best": {k: best.get(k) for k in ("iteration", "miou19", "miou16", "miou13")},
-            "history": [{k: h.get(k) for k in ("iteration", "miou19", "miou16", "miou13", "losses", "alignment")
-                         if k in h} for h in history],
-            "alignment": last.get("alignment"),
-            "train": train_stats, "precision": precision, "device": str(device),
-            "world_size": dist.world_size(),
-        }
-        if dist.is_main():
-            _atomic_save(metrics, run_dir / "metrics.json")
-        return metrics
-
-    train_stats = {"iterations_per_second": None, "method_share": None, "last_losses": {}}
-    probe = alignment_probe(cfg, source_ds, device)
-    source_iter = make_loader(source_ds, cfg, 1, start, device) if _needs(cfg, "source") else None
-    target_iter = make_loader(target_ds, cfg, 2, start, device) if _needs(cfg, "target") else None
-    if resume_rng is not None:
-        # Only now: setting up (iter(DataLoader) draws its base seed from the global generator)
+        _open_run_dir(setup.run_dir, state.cfg, preset, start)
+    source_ds, target_ds, val_ds = setup.datasets
+    run = _Run(setup.run_dir, preset or cfg.variant, preset, precision, autocast_factory(precision, device),
+               val_ds, alignment_probe(cfg, source_ds, device), start)
+    loaders = make_loaders(cfg, source_ds, target_ds, start, device)
+    if setup.checkpoint is not None:
+        # Last: the set-up above (iter(DataLoader) draws its base seed from the global generator)
         # consumed the same random numbers in the uninterrupted run before its first step, so
         # the resumed run's next step must see the generators exactly as they were saved.
-        _set_rng_state(resume_rng, device)
-    net.train()
-    train_seconds, timed_steps = 0.0, 0
-    bar = None
+        state.load_state_dict(setup.checkpoint)
+        if dist.is_main():
+            print(f"[cosuda] resuming {setup.run_dir} at iteration {start}", flush=True)
+    state.step.model.train()
     if cfg.progress and dist.is_main():
         from .progress import tqdm
 
-        bar = tqdm(total=cfg.iterations, initial=start, desc=f"{preset or cfg.variant}", unit="it",
-                   dynamic_ncols=True)
-    iteration = start
-    metrics = write_metrics(False) if history else None
-    with _StopFlag() as stop:
-        while iteration < cfg.iterations:
-            t0 = time.perf_counter()
-            src = _to_device(next(source_iter), device, cfg.channels_last) if source_iter else None
-            tgt = _to_device(next(target_iter), device, cfg.channels_last) if target_iter else None
-            logs = step(src, tgt)
-            for k, v in logs.items():  # mean loss terms between evaluations, for the curves
-                loss_sums[k] = loss_sums.get(k, 0.0) + v
-            loss_steps += 1
-            scheduler.step()
-            if discriminator is not None:
-                d_scheduler.step()
-            iteration += 1
-            _kill_point(f"iter:{iteration}")
-            if cfg.compile == "off" or iteration > start + 1:  # a compiled run's first step compiles
-                train_seconds += time.perf_counter() - t0
-                timed_steps += 1
-            train_stats = {"iterations_per_second": round(timed_steps / train_seconds, 3) if timed_steps else None,
-                           # timed in the eager step only (a captured step holds no timer)
-                           "method_share": (round(step.method_seconds / train_seconds, 4)
-                                            if timed_steps and cfg.compile != "step" else None),
-                           "last_losses": {k: round(v, 5) for k, v in logs.items()}}
-            if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
-                if dist.is_main():
-                    _append_scalars(run_dir / "scalars.jsonl", iteration, time.perf_counter() - clock,
-                                    optimizer, logs, train_stats["iterations_per_second"])
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
-            if bar is not None:
-                bar.update(1)
-            if not all(math.isfinite(v) for v in logs.values()):
-                save(iteration)
-                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {logs}; "
-                                         f"checkpoint written to {checkpoint_path(run_dir, iteration)}")
-            if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
-                result = evaluate_run(model, val_ds, device, autocast, progress=False, num_workers=cfg.num_workers,
-                                      probe=probe)
-                net.train()
-                best_before = max((h["miou19"] for h in history if h["miou19"] is not None), default=None)
-                history.append({"iteration": iteration, "miou19": _json_float(result["miou19"]),
-                                "miou16": _json_float(result["miou16"]), "miou13": _json_float(result["miou13"]),
-                                "per_class_iou": [_json_float(x) for x in result["per_class_iou"]],
-                                "losses": {k: round(v / max(loss_steps, 1), 5) for k, v in loss_sums.items()}})
-                if "alignment" in result:
-                    history[-1]["alignment"] = result["alignment"]
-                loss_sums, loss_steps = {}, 0
-                if dist.is_main() and (best_before is None or result["miou19"] > best_before):
-                    # the weights behind the "best" row of the tables, kept beside the pruned checkpoints
-                    _atomic_save({"version": CHECKPOINT_VERSION, "iteration": iteration, "config": cfg.to_dict(),
-                                  "model": model.state_dict(), "miou19": result["miou19"]},
-                                 run_dir / "checkpoints" / "best.pt")
-                metrics = write_metrics(iteration == cfg.iterations)
-                if dist.is_main():
-                    line = f"[{preset or cfg.variant}] iteration {iteration}/{cfg.iterations}: mIoU19 {result['miou19']:.2f}"
-                    a = result.get("alignment") or {}
-                    if a.get("nn_accuracy") is not None and a.get("cos_gap") is not None:
-                        line += (f", target pixels nearest a source vector of their class {a['nn_accuracy']:.1f}%, "
-                                 f"cosine to own/other classes {a['cos_same']:.3f}/{a['cos_other']:.3f}")
-                    (bar.write if bar is not None else print)(line)
-            if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
-                save(iteration)
-            if stop.requested:
-                save(iteration)
-                if bar is not None:
-                    bar.close()
-                raise KeyboardInterrupt(f"stopped at iteration {iteration}; resume with --resume")
-    if bar is not None:
-        bar.close()
-    if metrics is None:
-        metrics = write_metrics(True)
+        run.bar = tqdm(total=cfg.iterations, initial=start, desc=run.name, unit="it", dynamic_ncols=True)
+    try:
+        metrics = _loop(state, run, loaders)
+    finally:
+        if run.bar is not None:
+            run.bar.close()
     dist.barrier()
     return metrics
 
 
-def resolve_weights(weights: str):
-    """`weights` of a config as `build_model` takes it: "random", "imagenet" and weights files as
-    they are; a run directory means the model of that run's newest checkpoint (a warm start from
-    a trained model, e.g. the source-only run), returned as its state_dict."""
-    if weights in ("random", "imagenet") or not Path(weights).is_dir():
-        return weights
-    path = latest_checkpoint(Path(weights))
-    if path is None:
-        raise ConfigError(f"weights={weights} is a folder without checkpoints/iter_*.pt: train that run first")
-    # a cosuda training checkpoint (it also holds RNG and optimiser state, hence weights_only=False)
-    return load_checkpoint_file(path)["model"]
+def _open_run_dir(run_dir: Path, cfg: RunConfig, preset: str | None, start: int) -> None:
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _atomic_save(dict(cfg.to_dict(), preset=preset), run_dir / "config.json")
+    _truncate_scalars(run_dir / "scalars.jsonl", start)  # a resumed run rewrites what followed
 
 
-def load_checkpoint_file(path: Path) -> dict:
-    """A training checkpoint as a dict; a one-line ConfigError for a truncated or foreign file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ConfigError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise ConfigError(f"{path} is not a cosuda training checkpoint")
-    return state
+def _loop(state: TrainingState, run: _Run, loaders) -> dict:
+    """Iterations up to `cfg.iterations`: a step, its logs, evaluation and checkpoint when due.
+    SIGINT/SIGTERM stop it after the current step, with a checkpoint."""
+    cfg = state.cfg
+    metrics = _write_metrics(state, run, state.iteration >= cfg.iterations) if state.history else None
+    with _StopFlag() as stop:
+        while state.iteration < cfg.iterations:
+            t0 = time.perf_counter()
+            logs = state.train_step(*_next_batches(loaders, state.device, cfg.channels_last))
+            _kill_point(f"iter:{state.iteration}")
+            _log_step(state, run, logs, time.perf_counter() - t0)
+            if not all(math.isfinite(v) for v in logs.values()):
+                _save_checkpoint(state, run.run_dir)
+                raise FloatingPointError(f"non-finite loss at iteration {state.iteration}: {logs}; checkpoint "
+                                         f"written to {checkpoint_path(run.run_dir, state.iteration)}")
+            if _due(state, cfg.eval_every):
+                metrics = _evaluate(state, run)
+            if _due(state, cfg.checkpoint_every) or stop.requested:
+                _save_checkpoint(state, run.run_dir)
+            if stop.requested:
+                raise KeyboardInterrupt(f"stopped at iteration {state.iteration}; resume with --resume")
+    return metrics if metrics is not None else _write_metrics(state, run, True)
 
 
-def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs: dict, its: float | None) -> None:
-    """One JSON line per logged step: what a plotting tool (or `tail -f`) follows during a run."""
-    lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
-    row = {"iteration": iteration, "time": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"], **lrs,
-           **{k: round(v, 6) for k, v in logs.items()}, "it_per_s": its}
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _due(state: TrainingState, every: int) -> bool:
+    """Whether this iteration is one of every `every`-th, or the last."""
+    return state.iteration % every == 0 or state.iteration == state.cfg.iterations
 
 
-def _truncate_scalars(path: Path, iteration: int) -> None:
-    """Keep the rows up to `iteration` (a resumed run logs the later ones again), and drop a line
-    cut short by a kill in the middle of its append."""
-    if not path.is_file():
+def _log_step(state: TrainingState, run: _Run, logs: dict[str, float], seconds: float) -> None:
+    """The step's speed and losses: metrics.json's "train", scalars.jsonl, the progress bar."""
+    cfg = state.cfg
+    if cfg.compile == "off" or state.iteration > run.start + 1:  # a compiled run's first step compiles
+        run.train_seconds += seconds
+        run.timed_steps += 1
+    timed = run.timed_steps > 0
+    run.stats = {"iterations_per_second": round(run.timed_steps / run.train_seconds, 3) if timed else None,
+                 # timed in the eager step only (a captured step holds no timer)
+                 "method_share": (round(state.step.method_seconds / run.train_seconds, 4)
+                                  if timed and cfg.compile != "step" else None),
+                 "last_losses": {k: round(v, 5) for k, v in logs.items()}}
+    if _due(state, cfg.log_every):
+        if dist.is_main():
+            _append_scalars(run.run_dir / "scalars.jsonl", state.iteration, state.seconds, state.optimizer, logs,
+                            run.stats["iterations_per_second"])
+        if run.bar is not None:
+            run.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
+    if run.bar is not None:
+        run.bar.update(1)
+
+
+def _evaluate(state: TrainingState, run: _Run) -> dict:
+    """Target val (and the alignment probe) into the history, best.pt and metrics.json."""
+    cfg = state.cfg
+    result = evaluate_run(state.model, run.val, state.device, run.autocast, progress=False,
+                          num_workers=cfg.num_workers, probe=run.probe)
+    state.step.model.train()
+    best_before = max((h["miou19"] for h in state.history if h["miou19"] is not None), default=None)
+    row = {"iteration": state.iteration, **{k: _json_float(result[k]) for k in ("miou19", "miou16", "miou13")},
+           "per_class_iou": [_json_float(x) for x in result["per_class_iou"]], "losses": state.mean_losses()}
+    if "alignment" in result:
+        row["alignment"] = result["alignment"]
+    state.history.append(row)
+    state.loss_sums, state.loss_steps = {}, 0
+    if dist.is_main() and (best_before is None or result["miou19"] > best_before):
+        _atomic_save(state.best_state_dict(result["miou19"]), run.run_dir / "checkpoints" / "best.pt")
+    metrics = _write_metrics(state, run, state.iteration == cfg.iterations)
+    if dist.is_main():
+        line = f"[{run.name}] iteration {state.iteration}/{cfg.iterations}: mIoU19 {result['miou19']:.2f}"
+        a = result.get("alignment") or {}
+        if a.get("nn_accuracy") is not None and a.get("cos_gap") is not None:
+            line += (f", target pixels nearest a source vector of their class {a['nn_accuracy']:.1f}%, "
+                     f"cosine to own/other classes {a['cos_same']:.3f}/{a['cos_other']:.3f}")
+        (run.bar.write if run.bar is not None else print)(line)
+    return metrics
+
+
+def _save_checkpoint(state: TrainingState, run_dir: Path) -> None:
+    """The state as checkpoints/iter_N.pt (rank 0), keeping the newest `keep_checkpoints`."""
+    if not dist.is_main():
         return
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("iteration"), int) and row["iteration"] <= iteration:
-            rows.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows))
-    os.replace(tmp, path)  # a kill here leaves the old rows or the kept ones
+    _atomic_save(state.state_dict(), checkpoint_path(run_dir, state.iteration))
+    for path in sorted((run_dir / "checkpoints").glob("iter_*.pt"))[:-max(state.cfg.keep_checkpoints, 1)]:
+        path.unlink(missing_ok=True)
 
 
-def _needs(cfg: RunConfig, domain: str) -> bool:
-    f = cfg.flags
-    if domain == "source":
-        return f["source_seg"] or f["cos"] != "none" or f["adversarial"]
-    return f["target_seg"] != "none" or f["cos"] != "none" or f["adversarial"]
-
-
-def _norm_kw(cfg: RunConfig) -> dict:
-    return {"norm": cfg.norm, "output_stride": cfg.output_stride} if cfg.arch == "deeplabv2" else {}
-
-
-def _unwrap(module):
-    return module.module if hasattr(module, "module") else module
-
-
-def config_from_dict(values: dict) -> RunConfig:
-    """The RunConfig of a saved config.json or checkpoint: lists back to tuples, keys RunConfig
-    does not know (e.g. "preset") dropped, values of older versions normalised by RunConfig."""
-    defaults = RunConfig()
-    return RunConfig(**{k: tuple(v) if isinstance(getattr(defaults, k), tuple) else v
-                        for k, v in values.items() if k in RunConfig.__dataclass_fields__})
-
-
-def ensure_trained(preset: str, run_dir: str | Path, overrides: dict | None = None, progress: bool = True) -> dict:
-    """Train `preset` (+ `overrides`) into `run_dir` unless that very run has finished there.
-
-    A finished run with the same configuration is reused (lessons and the workshop share one
-    source-only model), an unfinished one is resumed, and a run of another configuration in
-    `run_dir` is an error rather than something to overwrite. Returns its metrics.
-    """
-    cfg = make_config(preset, dict(overrides or {}, progress=progress))
-    run_dir = Path(run_dir)
-    saved = run_dir / "config.json"
-    if saved.is_file():
-        # through RunConfig, so that a config.json written by an older version compares by meaning
-        old = json.loads(json.dumps(config_from_dict(json.loads(saved.read_text())).to_dict()))
-        now = json.loads(json.dumps(cfg.to_dict()))
-        diff = sorted(k for k in now if k != "progress" and old.get(k) != now[k])
-        if diff:
-            raise ConfigError(f"{run_dir} holds another run (differs in {', '.join(diff)}): "
-                              "choose another run_dir or delete that folder")
-        metrics_path = run_dir / "metrics.json"
-        if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("finished"):
-            return json.loads(metrics_path.read_text())
-        if latest_checkpoint(run_dir) is not None:
-            return train(cfg, run_dir, resume=True, preset=preset)
-    return train(cfg, run_dir, preset=preset)
-
-
-# --- pseudo-labels from a finished source-only run -----------------------------------------
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
-    """(model, cfg) of a run, with the weights of its newest checkpoint (or `checkpoint`)."""
-    from .models import build_model
-
-    run_dir = Path(run_dir)
-    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
-    if path is None or not path.is_file():
-        raise ConfigError(f"no checkpoint in {run_dir / 'checkpoints'}: train the run first")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = config_from_dict(state["config"])
-    model = build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes, weights="random",
-                        **_norm_kw(cfg))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
-
-
-def ensure_pseudo_labels(pseudo_root: str | Path, source_run: str | Path, source_iterations: int = 150,
-                         synthetic: bool = True) -> Path:
-    """Pseudo-labels in `pseudo_root`, made from the source-only run `source_run` if missing.
-
-    Present means `pseudo_root/thresholds.json` exists (written last by generate_pseudo_labels).
-    On the synthetic benchmark a missing source-only model is trained first
-    (`lesson_source_model`, `source_iterations` iterations); for real data (`synthetic=False`)
-    it must already be a finished `<task>-source-only` run. Returns `pseudo_root` as a Path.
-    """
-    pseudo_root = Path(pseudo_root)
-    if (pseudo_root / "thresholds.json").is_file():
-        return pseudo_root
-    source_run = Path(source_run)
-    if latest_checkpoint(source_run) is None:
-        if not synthetic:
-            raise FileNotFoundError(f"{source_run} holds no trained source-only model to make the pseudo-labels "
-                                    f"with: train the task's source-only preset there first (python -m cosuda.train "
-                                    f"--preset <task>-source-only --out {source_run} --set data_root=...)")
-        print(f"training the source-only model into {source_run} ({source_iterations} iterations)")
-        lesson_source_model(source_run, iterations=source_iterations)
-    print(f"pseudo-labels missing: making them in {pseudo_root} with the model of {source_run}")
-    make_pseudo_labels(source_run, pseudo_root, device="auto")
-    return pseudo_root
-
-
-def lesson_source_model(run_dir: str | Path, iterations: int = 150, device: str = "cpu", progress: bool = True):
-    """(model, cfg) of the source-only model in `run_dir` (eval mode), trained first if missing.
-
-    Lessons 03-07 share one source-only model. If `run_dir` already holds a trained one -- from
-    notebook 02 or `python -m cosuda.workshop prepare`, whatever its length -- it is used as is;
-    otherwise `synthetic-source-only` is trained there for `iterations` iterations.
-    """
-    if latest_checkpoint(Path(run_dir)) is None or not (Path(run_dir) / "metrics.json").is_file():
-        ensure_trained("synthetic-source-only", run_dir,
-                       {"iterations": iterations, "eval_every": iterations, "checkpoint_every": iterations},
-                       progress=progress)
-    return load_run_model(run_dir, device)
-
-
-def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
-                       progress: bool = True) -> Path:
-    """Pseudo-labels (supplementary A) for the target train set from a trained run's model."""
-    from .data import Cityscapes
-    from .pseudo import generate_pseudo_labels
-
-    dev = torch.device(f"cuda:{dist.local_rank()}" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    dist.init_from_env(dev)  # the CLI's main() leaves the group at the end
-    model, cfg = load_run_model(run_dir, dev)
-    paths = resolve_paths(cfg)
-    out = Path(out) if out else (Path(cfg.pseudo_root) if cfg.pseudo_root else Path(run_dir) / "pseudo_labels")
-    dataset = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
-    if dist.world_size() > 1:  # each rank labels a shard; the threshold histograms are summed
-        dataset = torch.utils.data.Subset(dataset, range(dist.rank(), len(dataset), dist.world_size()))
-    generate_pseudo_labels(model, dataset, out, device=dev, progress=progress and dist.is_main(),
-                           num_workers=cfg.num_workers,
-                           reduce_histograms=dist.all_reduce_sum, write_summary=dist.is_main())
-    dist.barrier()
-    if dist.is_main():  # measured against the target's labels, which training never reads
-        from .pseudo import score_pseudo_labels
-
-        quality = score_pseudo_labels(out, Cityscapes(paths.target, "train", size=tuple(cfg.target_size)),
-                                      cfg.num_classes)
-        quality["model"] = str(run_dir)
-        (out / "quality.json").write_text(json.dumps(quality, indent=2))
-        print(f"pseudo-labels cover {quality['coverage']:.1f}% of the labelled target pixels, "
-              f"{quality['accuracy']:.1f}% of them right (mIoU19 {quality['miou19']:.1f})", flush=True)
-    return out
+def _write_metrics(state: TrainingState, run: _Run, final: bool) -> dict:
+    """metrics.json (rank 0): the newest evaluation, the best one, the history, the run's speed."""
+    history, cfg = state.history, state.cfg
+    last = history[-1] if history else {}
+    best = max(history, key=lambda h: h["miou19"] if h["miou19"] is not None else -1) if history else {}
+    metrics = {
+        "preset": run.preset, "variant": cfg.variant, "seed": cfg.seed, "finished": final,
+        "iteration": last.get("iteration", 0), "miou19": last.get("miou19"), "miou16": last.get("miou16"),
+        "miou13": last.get("miou13"), "per_class_iou": last.get("per_class_iou"),
+        "class_names": list(CLASS_NAMES),
+        "best": {k: best.get(k) for k in ("iteration", "miou19", "miou16", "miou13")},
+        "history": [{k: h.get(k) for k in ("iteration", "miou19", "miou16", "miou13", "losses", "alignment")
+                     if k in h} for h in history],
+        "alignment": last.get("alignment"),
+        "train": run.stats, "precision": run.precision, "device": str(state.device),
+        "world_size": dist.world_size(),
+    }
+    if dist.is_main():
+        _atomic_save(metrics, run.run_dir / "metrics.json")
+    return metrics
 
 
 # --- command line --------------------------------------------------------------------------
@@ -895,6 +894,8 @@ def main(argv: list[str] | None = None) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     try:
         if args.pseudo_labels_from:
+            from .runs import make_pseudo_labels
+
             out = make_pseudo_labels(args.pseudo_labels_from, args.out)
             if main_process:
                 print(f"pseudo-labels written to {out}")
@@ -931,6 +932,19 @@ def main(argv: list[str] | None = None) -> int:
     if main_process:
         print(json.dumps({k: metrics[k] for k in ("iteration", "miou19", "miou16", "miou13")}))
     return 0
+
+
+# The run helpers moved to cosuda.runs (which imports this module): still importable from here.
+_RUN_HELPERS = ("ensure_trained", "load_run_model", "lesson_source_model", "ensure_pseudo_labels",
+                "make_pseudo_labels")
+
+
+def __getattr__(name: str):
+    if name in _RUN_HELPERS:
+        from . import runs
+
+        return getattr(runs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """One training step of every variant the paper runs (the method file).
 
 Each section below implements one component of the paper and names its equations. Which
-sections run is decided by the variant's flags (`cosuda.config.VARIANTS`), never by copies
-of this code:
+sections run is decided by the variant (a `cosuda.config.Variant`, a row of `VARIANTS`), never
+by copies of this code:
 
     source segmentation      eq. 1            every variant but the oracle
     target segmentation      eq. 2-4          pseudo-labels (SSL) or target labels (oracle)
@@ -22,6 +22,7 @@ from torch import nn
 
 from . import distributed as dist
 from .adversarial import adversarial_loss, discriminator_loss
+from .config import VARIANTS, Variant
 from .labels import IGNORE_INDEX
 from .method import FeatureDictionary, cosine_loss_layers, layer_thresholds, process_a_masked, process_b
 
@@ -40,8 +41,9 @@ def segmentation_loss(P: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class UDAStep:
     """Holds what persists between steps (the dictionaries) and runs one optimisation step.
 
-    `model` returns `(features_list, logits)` (see docs/design.md); `flags` is a row of
-    `config.VARIANTS`. Batches are dicts with `image` (B, 3, H, W) and `label` (B, H, W).
+    `model` returns `(features_list, logits)` (see docs/design.md); `variant` is a
+    `config.Variant` (or its name in `config.VARIANTS`). Batches are dicts with `image`
+    (B, 3, H, W) and `label` (B, H, W).
 
     `compile="step"` captures `losses` (both forward passes, processes A/B, the enqueue, every
     loss term, and through autograd their backward) with torch.compile: on a GPU as CUDA graphs
@@ -51,14 +53,20 @@ class UDAStep:
     eagerly (for debugging and teaching). `compile_options` go to torch.compile as they are.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, flags: dict[str, Any], *,
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, variant: Variant | str, *,
                  num_classes: int, t_cos: float, lambda_cos: float, dict_size: int,
                  feature_dims: list[int], reduction: str = "mean", cos_impl: str = "auto",
                  dict_dtype: str = "float32", discriminator: nn.Module | None = None,
                  d_optimizer: torch.optim.Optimizer | None = None, lambda_adv: float = 0.0,
                  autocast: Callable[[], Any] = nullcontext, scaler=None, device: str | torch.device = "cpu",
                  compile: str = "off", compile_options: dict[str, Any] | None = None):
-        self.model, self.optimizer, self.flags = model, optimizer, flags
+        if isinstance(variant, str):
+            if variant not in VARIANTS:
+                raise ValueError(f"UDAStep: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+            variant = VARIANTS[variant]
+        if not isinstance(variant, Variant):
+            raise TypeError(f"UDAStep: variant must be a config.Variant or a name in VARIANTS, got {variant!r}")
+        self.model, self.optimizer, self.variant = model, optimizer, variant
         self.num_classes, self.t_cos, self.lambda_cos = num_classes, t_cos, lambda_cos
         self.reduction, self.cos_impl = reduction, cos_impl
         self.discriminator, self.d_optimizer, self.lambda_adv = discriminator, d_optimizer, lambda_adv
@@ -67,7 +75,7 @@ class UDAStep:
         self.dictionaries = [
             FeatureDictionary(num_classes, dict_size, dim, device=device, dtype=_DTYPES[dict_dtype])
             for dim in feature_dims
-        ] if flags["cos"] == "dict" else []
+        ] if variant.uses_dictionary else []
         # Supplementary D: T, T+0.1, T+0.2 for fc7, pool4, pool3; just T for one layer.
         self.thresholds = layer_thresholds(t_cos, len(feature_dims)) if len(feature_dims) > 1 else [t_cos]
         # Time spent in processes A/B, the dictionary and the cosine loss (forward, eager), for reports.
@@ -95,7 +103,7 @@ class UDAStep:
         terms["total"] = total
 
         # --- Discriminator, eq. 15 (on detached predictions) --------------------------------
-        if self.flags["adversarial"]:
+        if self.variant.adversarial:
             self.discriminator.requires_grad_(True)
             self.d_optimizer.zero_grad(set_to_none=True)
             with self.autocast():
@@ -115,40 +123,38 @@ class UDAStep:
         Returns the total loss (0-dim), the terms {name: 0-dim tensor} and the upsampled
         predictions (Ps, Pt) (B, C, H, W) (None where not computed) for the discriminator.
         """
-        flags, model = self.flags, self.model
-        needs_source = flags["source_seg"] or flags["cos"] != "none" or flags["adversarial"]
-        needs_target = flags["target_seg"] != "none" or flags["cos"] != "none" or flags["adversarial"]
+        variant, model = self.variant, self.model
         terms: dict[str, torch.Tensor] = {}
         Ps = Pt = None
         with self.autocast():
             total = 0.0
-            if needs_source:
+            if variant.needs_source:
                 xs, ys = source["image"], source["label"]
                 fs, ls = model(xs)
                 Ps = model.upsample(ls, ys.shape[-2:])  # eq. 5
-            if needs_target:
+            if variant.needs_target:
                 xt, yt = target["image"], target.get("label")
                 ft, lt = model(xt)
                 Pt = model.upsample(lt, xt.shape[-2:])
 
             # --- Source segmentation, eq. 1 -------------------------------------------------
-            if flags["source_seg"]:
+            if variant.source_seg:
                 terms["seg_s"] = segmentation_loss(Ps, ys)
                 total = total + terms["seg_s"]
 
             # --- Target segmentation on pseudo-labels (eq. 2-4) or target labels (oracle) ----
-            if flags["target_seg"] != "none":
+            if variant.target_labels:
                 terms["seg_t"] = segmentation_loss(Pt, yt)
                 total = total + terms["seg_t"]
 
             # --- Cosine similarity loss, eq. 6-10 (19-20 for FCN-8s's three layers) ---------
-            if flags["cos"] != "none":
-                pseudo = yt if flags["split"] == "pseudo" else None  # eq. 7 vs eq. 8
+            if variant.uses_cos:
+                pseudo = yt if variant.split == "pseudo" else None  # eq. 7 vs eq. 8
                 terms["cos"] = self.cosine_term(fs, ls, ys, ft, lt, pseudo)
                 total = total + self.lambda_cos * terms["cos"]  # eq. 11 / eq. 12
 
             # --- Output-space adversarial loss, eq. 14 (supplementary C) --------------------
-            if flags["adversarial"]:
+            if variant.adversarial:
                 terms["adv"] = adversarial_loss(self.discriminator(Pt.float()))  # D applies the softmax
                 total = total + self.lambda_adv * terms["adv"]
         return total, terms, Ps, Pt
@@ -183,7 +189,7 @@ class UDAStep:
         return loss
 
     def _cosine_term(self, fs_list, ls, ys, ft_list, lt, pseudo) -> torch.Tensor:
-        mode, C = self.flags["cos"], self.num_classes
+        mode, C = self.variant.cos, self.num_classes
         gather = dist.all_gather_rows  # every rank's rows, in rank order (static shapes)
         feats, classes, banks = [], [], []  # per feature layer: T, its classes, D (eq. 20)
         for layer, (fs, ft) in enumerate(zip(fs_list, ft_list)):

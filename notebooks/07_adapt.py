@@ -76,15 +76,15 @@ torch.manual_seed(seed)
 run_path, compare_path = resolve_path(run_dir), resolve_path(compare_with) if compare_with else None
 overrides = run_overrides(preset, iterations, eval_every, seed, data_root, eval_max_items, keep_checkpoints,
                           weights=str(resolve_path(weights)) if weights else "")
-flags = make_config(preset, overrides).flags
-if flags["target_seg"] == "pseudo":
+variant = make_config(preset, overrides).flags  # a cosuda.config.Variant: which terms are on
+if variant.uses_pseudo_labels:
     overrides["pseudo_root"] = str(resolve_path(pseudo_root))
 cfg = make_config(preset, overrides)
 print(f"preset {preset}: variant {cfg.variant!r}, {cfg.arch} on {cfg.backbone}, {cfg.source} -> cityscapes, "
       f"{cfg.iterations} iterations")
-print(f"terms: source seg {flags['source_seg']}, target seg {flags['target_seg']!r}, cosine {flags['cos']!r} "
-      f"(target split by {'pseudo-labels, eq. 7' if flags['split'] == 'pseudo' else 'prediction, eq. 8'}), "
-      f"adversarial {flags['adversarial']}")
+print(f"terms: source seg {variant.source_seg}, target seg {variant.target_seg!r}, cosine {variant.cos!r} "
+      f"(target split by {'pseudo-labels, eq. 7' if variant.split == 'pseudo' else 'prediction, eq. 8'}), "
+      f"adversarial {variant.adversarial}")
 print(f"T_cos {cfg.t_cos}, dict-size {cfg.dict_size}, lambda_cos {cfg.lambda_cos}, reduction {cfg.reduction!r}")
 
 # %% [markdown]

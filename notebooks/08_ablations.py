@@ -83,8 +83,8 @@ if live or results_dir:
     source = "synthia" if task.startswith("synthia") else "gta5"  # the synthetic presets' source is GTA5-like
 for v in variants:
     f = VARIANTS[v]
-    print(f"{v:12s} source seg {str(f['source_seg']):5s}  target seg {f['target_seg']:6s}  cos {f['cos']:7s}  "
-          f"adversarial {f['adversarial']}")
+    print(f"{v:12s} source seg {str(f.source_seg):5s}  target seg {f.target_seg:6s}  cos {f.cos:7s}  "
+          f"adversarial {f.adversarial}")
 
 # %% [markdown]
 # ## The runs
@@ -102,14 +102,14 @@ if results_dir or live:
     out = resolve_path(results_dir or run_dir)
     if live and not results_dir:
         pseudo_path = None
-        if any(VARIANTS[v]["target_seg"] == "pseudo" for v in variants):
+        if any(VARIANTS[v].uses_pseudo_labels for v in variants):
             pseudo_path = ensure_pseudo_labels(resolve_path(pseudo_root), resolve_path(source_run), source_iterations,
                                                synthetic=task == "synthetic")
         start_all = time.perf_counter()
         for v in variants:
             for seed in seeds:
                 overrides = run_overrides(f"{task}-{v}", iterations, eval_every, seed, data_root, eval_max_items,
-                                          pseudo_root=str(pseudo_path) if VARIANTS[v]["target_seg"] == "pseudo" else "")
+                                          pseudo_root=str(pseudo_path) if VARIANTS[v].uses_pseudo_labels else "")
                 start = time.perf_counter()
                 m = ensure_trained(f"{task}-{v}", out / f"{v}-seed{seed}", overrides, progress=False)
                 if not keep_models:  # a finished run is still recognised (and reused) by its metrics.json

@@ -128,7 +128,7 @@ def _run_steps(variant, mode, lambda_cos=1.0, steps=3):
 
     torch.manual_seed(0)
     model = _TinySegmenter()
-    disc = Discriminator(19) if VARIANTS[variant]["adversarial"] else None
+    disc = Discriminator(19) if VARIANTS[variant].adversarial else None
     step = UDAStep(model, torch.optim.SGD(model.parameters(), lr=0.05), VARIANTS[variant],
                    num_classes=19, t_cos=0.0, lambda_cos=lambda_cos, dict_size=12, feature_dims=[16],
                    discriminator=disc, lambda_adv=0.01,
@@ -157,7 +157,7 @@ def test_the_whole_step_is_captured_in_one_graph_and_trains_like_eager(variant):
         for key in e:
             assert c[key] == pytest.approx(e[key], rel=2e-2, abs=2e-3), key
     mismatch = (cap_grads - eager_grads).abs().max()
-    if VARIANTS[variant]["cos"] != "none":
+    if VARIANTS[variant].cos != "none":
         assert all(l["cos"] > 0 for l in eager_logs), "the cosine loss selected nothing: the test proves little"
         cos_effect = (_run_steps(variant, "off", lambda_cos=0.0, steps=1)[1] - eager_grads).abs().max()
         assert mismatch < 0.1 * cos_effect, (mismatch, cos_effect)

@@ -1,7 +1,7 @@
 """Presets and --set parsing: what a user types must map to the paper's settings or fail clearly."""
 import pytest
 
-from cosuda.config import PRESETS, TABLE5, VARIANTS, ConfigError, make_config, parse_value
+from cosuda.config import PRESETS, TABLE5, VARIANTS, ConfigError, Variant, make_config, parse_value
 
 CONTRACT_VARIANTS = "source-only oracle only-ssl ssl-adv adversarial ours11 ours wo-dict wo-split with-adv".split()
 
@@ -19,8 +19,8 @@ def test_every_contract_preset_exists():
 @pytest.mark.parametrize("task,net", list(TABLE5))
 def test_real_presets_follow_table5_and_section_4_1(task, net):
     cfg = make_config(f"{task}-{net}-ours")
-    t_cos, dict_size, lam = TABLE5[(task, net)]
-    assert (cfg.t_cos, cfg.dict_size, cfg.lambda_cos) == (t_cos, dict_size, lam)
+    row = TABLE5[(task, net)]
+    assert (cfg.t_cos, cfg.dict_size, cfg.lambda_cos) == (row["t_cos"], row["dict_size"], row["lambda_cos"])
     assert cfg.source == task
     if net == "deeplabv2":
         assert (cfg.optimizer, cfg.lr, cfg.backbone) == ("sgd", 2.5e-4, "resnet101")
@@ -31,19 +31,74 @@ def test_real_presets_follow_table5_and_section_4_1(task, net):
 
 
 def test_table5_values_as_printed_in_the_paper():
-    assert TABLE5[("gta5", "deeplabv2")] == (0.6, 2500, 0.01)
-    assert TABLE5[("gta5", "fcn8s")] == (0.4, 2000, 0.001)
-    assert TABLE5[("synthia", "deeplabv2")] == (0.4, 2500, 0.01)
-    assert TABLE5[("synthia", "fcn8s")] == (0.2, 2000, 0.001)
+    as_tuple = lambda key: tuple(TABLE5[key][k] for k in ("t_cos", "dict_size", "lambda_cos"))
+    assert as_tuple(("gta5", "deeplabv2")) == (0.6, 2500, 0.01)
+    assert as_tuple(("gta5", "fcn8s")) == (0.4, 2000, 0.001)
+    assert as_tuple(("synthia", "deeplabv2")) == (0.4, 2500, 0.01)
+    assert as_tuple(("synthia", "fcn8s")) == (0.2, 2000, 0.001)
+
+
+def test_table5_is_said_once():
+    from cosuda import config, paper_results
+
+    assert config.TABLE5 is paper_results.TABLE5 is paper_results.PAPER_RESULTS["table5"]
 
 
 def test_variant_flags_match_the_ablations():
-    assert VARIANTS["ours"] == dict(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=False)
-    assert VARIANTS["ours11"]["target_seg"] == "none" and VARIANTS["ours11"]["split"] == "pred"
-    assert VARIANTS["only-ssl"]["cos"] == "none"
-    assert VARIANTS["wo-dict"]["cos"] == "current" and VARIANTS["wo-split"]["cos"] == "unsplit"
-    assert VARIANTS["with-adv"]["adversarial"] and VARIANTS["with-adv"]["cos"] == "dict"
-    assert VARIANTS["oracle"] == dict(source_seg=False, target_seg="gt", cos="none", split="pred", adversarial=False)
+    assert VARIANTS["ours"] == Variant(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo",
+                                       adversarial=False)
+    assert VARIANTS["ours11"].target_seg == "none" and VARIANTS["ours11"].split == "pred"
+    assert VARIANTS["only-ssl"].cos == "none"
+    assert VARIANTS["wo-dict"].cos == "current" and VARIANTS["wo-split"].cos == "unsplit"
+    assert VARIANTS["with-adv"].adversarial and VARIANTS["with-adv"].cos == "dict"
+    assert VARIANTS["oracle"] == Variant(source_seg=False, target_seg="gt", cos="none", split="pred",
+                                         adversarial=False)
+    assert all(isinstance(v, Variant) for v in VARIANTS.values())
+    assert make_config("synthetic-wo-dict").flags is VARIANTS["wo-dict"]
+
+
+def test_variant_derived_properties():
+    terms = {name: VARIANTS[name].terms for name in VARIANTS}
+    assert terms["source-only"] == ("seg_s",) and terms["oracle"] == ("seg_t",)
+    assert terms["ours11"] == ("seg_s", "cos") and terms["ours"] == ("seg_s", "seg_t", "cos")
+    assert terms["with-adv"] == ("seg_s", "seg_t", "cos", "adv") and terms["adversarial"] == ("seg_s", "adv")
+    # which forward passes a step runs, and what the run needs
+    assert not VARIANTS["source-only"].needs_target and VARIANTS["source-only"].needs_source
+    assert VARIANTS["oracle"].needs_target and not VARIANTS["oracle"].needs_source
+    assert VARIANTS["ours11"].needs_target and not VARIANTS["ours11"].target_labels
+    assert VARIANTS["adversarial"].needs_source and VARIANTS["adversarial"].needs_target
+    assert [n for n in VARIANTS if VARIANTS[n].uses_pseudo_labels] == [
+        "only-ssl", "ssl-adv", "ours", "wo-dict", "wo-split", "with-adv"]
+    assert [n for n in VARIANTS if VARIANTS[n].uses_dictionary] == ["ours11", "ours", "with-adv"]
+    assert not VARIANTS["oracle"].uses_pseudo_labels and VARIANTS["oracle"].target_labels
+
+
+@pytest.mark.parametrize("change,needle", [
+    (dict(cos="dictionary"), "Variant.cos 'dictionary' unknown"),      # a typo
+    (dict(target_seg="pseudolabels"), "Variant.target_seg"),
+    (dict(split="eq7"), "Variant.split"),
+    (dict(adversarial="no"), "Variant.adversarial"),                  # a string is not a bool
+    (dict(source_seg=1), "Variant.source_seg"),
+    (dict(target_seg="none"), "split 'pseudo'"),                      # eq. 7 without pseudo-labels
+    (dict(source_seg=False, target_seg="none", split="pred"), "at least one segmentation loss"),
+])
+def test_variant_typo_or_contradiction_raises(change, needle):
+    good = dict(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=False)
+    Variant(**good)
+    with pytest.raises(ValueError, match=None) as e:
+        Variant(**dict(good, **change))
+    assert needle in str(e.value)
+
+
+def test_variant_is_frozen_and_not_a_dict():
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        VARIANTS["ours"].cos = "none"
+    with pytest.raises(AttributeError):
+        VARIANTS["ours"].coss  # a misspelt term is an error, never a silent default
+    with pytest.raises(TypeError):
+        VARIANTS["ours"]["cos"]
 
 
 def test_set_parses_to_field_types():

@@ -9,9 +9,9 @@ LOSSES = {"seg_s": 0.8, "seg_t": 0.6, "cos": 0.5, "total": 0.8 + 0.6 + 0.1 * 0.5
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_terms_reference_answer_passes_for_every_variant(variant):
-    flags = VARIANTS[variant]
-    answer = {name for name, on in (("seg_s", flags["source_seg"]), ("seg_t", flags["target_seg"] != "none"),
-                                      ("cos", flags["cos"] != "none"), ("adv", flags["adversarial"])) if on}
+    v = VARIANTS[variant]
+    answer = {name for name, on in (("seg_s", v.source_seg), ("seg_t", v.target_seg != "none"),
+                                      ("cos", v.cos != "none"), ("adv", v.adversarial)) if on}
     assert ex.check_terms(answer, variant)
     assert ex.check_terms(sorted(answer), variant)  # any iterable of names
 

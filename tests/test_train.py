@@ -75,7 +75,7 @@ def _restore_determinism():
 
 
 def _sizes(preset):
-    return dict(TINY, **ADVERSARIAL_SIZES) if VARIANTS[PRESETS[preset]["variant"]]["adversarial"] else TINY
+    return dict(TINY, **ADVERSARIAL_SIZES) if VARIANTS[PRESETS[preset]["variant"]].adversarial else TINY
 
 
 def _config(preset, root, pseudo=None, **overrides):
@@ -136,14 +136,13 @@ def test_every_variant_trains_and_writes_the_contract_metrics(variant, tiny_root
                 + cfg.lambda_adv * losses.get("adv", 0))
     assert losses["total"] == pytest.approx(weighted, abs=1e-4)
     # target labels reach the step only where the variant trains on them (pseudo or oracle)
-    flags = VARIANTS[variant]
     assert len(seen) == 2
     for has_source, target_has_label in seen:
         assert has_source == (variant != "oracle")
         if variant == "source-only":
             assert target_has_label is None  # no target image is even loaded
         else:
-            assert target_has_label == (flags["target_seg"] != "none")
+            assert target_has_label == (VARIANTS[variant].target_seg != "none")
     assert json.loads((run / "config.json").read_text())["variant"] == variant
 
 
@@ -169,6 +168,83 @@ def test_checkpoints_hold_the_whole_state_and_are_written_atomically(tiny_root, 
                          checkpoint_every=2), plain)
     state = torch.load(plain / "checkpoints" / "iter_0000002.pt", map_location="cpu", weights_only=False)
     assert "discriminator" not in state and state["uda"]["dictionaries"] == []
+
+
+# The keys of every checkpoint written since CHECKPOINT_VERSION 1 (the grid's runs resume from them).
+CHECKPOINT_KEYS = {"version", "iteration", "config", "model", "optimizer", "scheduler", "uda", "rng", "history",
+                   "world_size", "loss_sums", "loss_steps", "elapsed", "scaler"}
+ADVERSARIAL_KEYS = {"discriminator", "d_optimizer", "d_scheduler"}
+
+
+def _same(a, b) -> bool:
+    """Bitwise equality of nested state: tensors, NumPy arrays (RNG), dicts, lists, plain values."""
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return bool((a == b).all())
+    return a == b
+
+
+def _random_batch(size_wh, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    w, h = size_wh
+    return {"image": torch.rand(1, 3, h, w, generator=g), "label": torch.randint(0, 19, (1, h, w), generator=g)}
+
+
+def test_training_state_round_trips_through_one_state_dict(tmp_path):
+    """TrainingState.state_dict() is one checkpoint file (the version-1 keys) and load_state_dict()
+    restores all of it: a fresh state loaded from it saves the same contents and takes the same
+    next step as the state that wrote it. No data is read: batches are random tensors."""
+    cfg = _config("synthetic-with-adv", tmp_path)  # discriminator, dictionary, loss sums: all of it
+    device = torch.device("cpu")
+    a = engine.build_state(cfg, device, "fp32")
+    src, tgt = _random_batch(cfg.source_size, 1), _random_batch(cfg.target_size, 2)
+    for _ in range(2):
+        a.train_step(src, tgt)
+    a.history.append({"iteration": 2, "miou19": 12.5})
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    saved = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=False)
+    assert set(saved) == CHECKPOINT_KEYS | ADVERSARIAL_KEYS
+    assert saved["iteration"] == 2 and saved["loss_steps"] == 2 and set(saved["loss_sums"]) >= {"seg_s", "cos", "adv"}
+    assert int(saved["uda"]["dictionaries"][0]["total"].sum()) > 0
+
+    b = engine.build_state(cfg, device, "fp32")  # iteration 0: other weights, empty dictionary
+    assert not _same(b.model.state_dict(), saved["model"])
+    b.load_state_dict(saved)
+    assert (b.iteration, b.history, b.loss_steps, b.loss_sums) == (2, a.history, 2, a.loss_sums)
+    assert b.seconds >= saved["elapsed"]
+    again = b.state_dict()
+    assert _same({k: v for k, v in again.items() if k != "elapsed"},
+                 {k: v for k, v in saved.items() if k != "elapsed"})
+
+    logs_b = b.train_step(src, tgt)  # the generators as saved (load_state_dict restored them)
+    engine._set_rng_state(saved["rng"], device)
+    logs_a = a.train_step(src, tgt)
+    assert logs_a == logs_b
+    assert _same(a.model.state_dict(), b.model.state_dict())
+    assert _same(a.step.state_dict(), b.step.state_dict())
+    assert _same(a.d_optimizer.state_dict(), b.d_optimizer.state_dict())
+
+
+def test_training_state_without_discriminator_saves_the_version_1_keys(tmp_path):
+    state = engine.build_state(_config("synthetic-only-ssl", tmp_path), torch.device("cpu"), "fp32")
+    saved = state.state_dict()
+    assert set(saved) == CHECKPOINT_KEYS and saved["version"] == engine.CHECKPOINT_VERSION == 1
+    assert saved["uda"] == {"dictionaries": []} and saved["scaler"] is None
+
+
+def test_step_takes_a_variant_never_a_dict_of_strings():
+    from cosuda.uda import UDAStep
+
+    with pytest.raises(TypeError, match="Variant"):
+        UDAStep(None, None, {"source_seg": True, "cos": "dict"}, num_classes=19, t_cos=0.6, lambda_cos=0.1,
+                dict_size=4, feature_dims=[8])
+    with pytest.raises(ValueError, match="ourz"):
+        UDAStep(None, None, "ourz", num_classes=19, t_cos=0.6, lambda_cos=0.1, dict_size=4, feature_dims=[8])
 
 
 # --- interrupt and resume ------------------------------------------------------------------
@@ -323,7 +399,9 @@ def test_ensure_pseudo_labels_keeps_present_ones_and_needs_a_real_source_model(t
     present = tmp_path / "present"
     present.mkdir()
     (present / "thresholds.json").write_text("{}")
-    monkeypatch.setattr(engine, "make_pseudo_labels", lambda *a, **k: pytest.fail("remade existing pseudo-labels"))
+    from cosuda import runs
+
+    monkeypatch.setattr(runs, "make_pseudo_labels", lambda *a, **k: pytest.fail("remade existing pseudo-labels"))
     assert engine.ensure_pseudo_labels(present, None) == present  # no source run needed then
     with pytest.raises(FileNotFoundError, match="source-only"):  # real data: never trained implicitly
         engine.ensure_pseudo_labels(tmp_path / "missing", tmp_path / "no-run", synthetic=False)

@@ -9,28 +9,18 @@ import math
 from typing import Iterable, Mapping
 
 from . import Result, missing, right, wrong
-from ..config import VARIANTS
+from ..config import LOSS_TERMS, VARIANTS
 from ..method import layer_thresholds
 
 # The names under which the engine logs each term of the total loss (metrics.json last_losses).
-TERM_NAMES = ("seg_s", "seg_t", "cos", "adv")
+TERM_NAMES = LOSS_TERMS
 
 
 def variant_terms(variant: str) -> set[str]:
     """The loss terms a variant adds to its total (eq. 11 / 12, Table 4, supplementary C)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    flags = VARIANTS[variant]
-    terms = set()
-    if flags["source_seg"]:
-        terms.add("seg_s")
-    if flags["target_seg"] != "none":
-        terms.add("seg_t")
-    if flags["cos"] != "none":
-        terms.add("cos")
-    if flags["adversarial"]:
-        terms.add("adv")
-    return terms
+    return set(VARIANTS[variant].terms)
 
 
 def check_terms(answer: Iterable[str] | None, variant: str) -> Result:

@@ -47,10 +47,6 @@ class DeepLabV2(nn.Module):
     """
 
     feature_names = ("layer4",)
-    arch = "deeplabv2"
-    # The field's optimiser (REFERENCE.md): SGD, poly power 0.9, H at 10x lr. The engine owns it.
-    default_optimizer = {"name": "sgd", "lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4,
-                         "poly_power": 0.9}
 
     def __init__(self, backbone: str = "resnet101", num_classes: int = 19, weights: str = "random",
                  aspp_rates=(6, 12, 18, 24), fold_bn: bool = True, normalization: str | None = None,

@@ -58,11 +58,7 @@ class FCN8s(nn.Module):
     """
 
     feature_names = ("fc7", "pool4", "pool3")
-    arch = "fcn8s"
     backbone_name = "vgg16"
-    # Field optimiser (REFERENCE.md): Adam, step decay x0.1 every 50k iterations. The engine owns it.
-    default_optimizer = {"name": "adam", "lr": 1e-5, "betas": (0.9, 0.99), "step_size": 50_000,
-                         "gamma": 0.1}
 
     def __init__(self, num_classes: int = 19, weights: str = "random", fold_bn: bool = True,
                  normalization: str = "imagenet"):

@@ -1,11 +1,13 @@
 """Input normalisation inside the model, so that it always matches the weights loaded.
 
-Readers hand out RGB images in [0, 1]. Two conventions exist (REFERENCE.md):
+Readers hand out RGB images in [0, 1]; the weights loaded decide what the network sees
+(docs/design.md, "Conventions of the field"):
 - ``"imagenet"``: torchvision's ImageNet weights expect RGB, (x - mean) / std with
   mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225). Used for torchvision weights and for
   random init.
-- ``"caffe"``: the DeepLabV2 reference repos start from a Caffe-converted init and feed BGR
-  in [0, 255] minus the Caffe mean (104.00698793, 116.66876762, 122.67891434), no std.
+- ``"caffe"``: the DeepLabV2 reference code (AdaptSegNet, BDL) starts from a Caffe-converted
+  init and feeds BGR in [0, 255] minus the Caffe mean (104.00698793, 116.66876762,
+  122.67891434), no std.
   Only right for such weights; select it explicitly with ``normalization="caffe"``.
 - ``"inception"``: RGB scaled to [-1, 1], (x - 0.5) / 0.5: how TensorFlow's EfficientNet-Lite
   weights were trained (the default for ``backbone="efficientnet_lite0"``).
