@@ -70,7 +70,8 @@ def setup(source_run: str | Path, source_iterations: int = 150, seed: int = 0, t
     run's source and target training sets. Unpack it: `model, cfg, source_set, target_set = setup(...)`."""
     from .data import GTA5, Cityscapes
     from .paths import resolve_path
-    from .train import lesson_source_model, resolve_paths
+    from .runs import lesson_source_model
+    from .train import resolve_paths
 
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))

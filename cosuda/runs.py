@@ -1,5 +1,5 @@
 """Finished runs as building blocks: train a preset unless that run is done, load a run's model,
-make pseudo-labels with it.
+make pseudo-labels with it, train a small grid of rows in this process (`train_rows`).
 
 What notebooks, the workshop and the grid call around the engine (`cosuda.train`, which keeps
 only the training loop and its command line). These names are also importable from
@@ -17,7 +17,7 @@ from .config import ConfigError, config_from_dict, make_config
 from .train import build_network, latest_checkpoint, read_checkpoint, resolve_paths, train
 
 __all__ = ["ensure_trained", "load_run_model", "lesson_source_model", "ensure_pseudo_labels",
-           "make_pseudo_labels"]
+           "make_pseudo_labels", "train_rows"]
 
 
 def ensure_trained(preset: str, run_dir: str | Path, overrides: dict | None = None, progress: bool = True) -> dict:
@@ -128,3 +128,48 @@ def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, devic
         print(f"pseudo-labels cover {quality['coverage']:.1f}% of the labelled target pixels, "
               f"{quality['accuracy']:.1f}% of them right (mIoU19 {quality['miou19']:.1f})", flush=True)
     return out
+
+
+def train_rows(rows: dict[str, tuple[str, dict]], seeds, out_root: str | Path, iterations: int,
+               eval_every: int = 0, data_root: str = "", eval_max_items: int = 0, pseudo_root: str | Path = "",
+               source_run: str | Path = "", source_iterations: int = 150, keep_models: bool = False,
+               echo=print) -> dict[str, dict[int, dict]]:
+    """A small grid trained in this process: what notebooks 08-10 run with `live=True`.
+
+    rows: {name: (preset, extra RunConfig overrides)}, e.g. {"ours": ("synthetic-ours", {})} or
+    {"tcos0.5-dict200": ("synthetic-ours", {"t_cos": 0.5, "dict_size": 200})}. Each row at each
+    seed goes to out_root/<name>-seed<N>: the layout of `python -m cosuda.runner reproduce`, read
+    back by `cosuda.runner.collect`; a finished run there is reused (`ensure_trained`). Rows that
+    train on pseudo-labels share those in `pseudo_root`, made from `source_run` if missing
+    (`ensure_pseudo_labels`). Without `keep_models` a run's checkpoints are deleted once it
+    finishes (its metrics.json stays). `echo` gets one line per run. Returns {name: {seed: metrics}}.
+    """
+    import shutil
+    import time
+
+    from .config import run_overrides
+
+    out_root = Path(out_root)
+    pseudo_path = None
+    if any(make_config(preset).flags.uses_pseudo_labels for preset, _ in rows.values()):
+        if not pseudo_root:
+            raise ConfigError("a row trains on pseudo-labels: give pseudo_root (and source_run to make them)")
+        pseudo_path = ensure_pseudo_labels(pseudo_root, source_run, source_iterations,
+                                           synthetic=all(p.startswith("synthetic-") for p, _ in rows.values()))
+    results: dict[str, dict[int, dict]] = {}
+    start_all = time.perf_counter()
+    for name, (preset, extra) in rows.items():
+        for seed in seeds:
+            pseudo = str(pseudo_path) if make_config(preset).flags.uses_pseudo_labels else ""
+            overrides = run_overrides(preset, iterations, eval_every, seed, data_root, eval_max_items,
+                                      **{"pseudo_root": pseudo, **extra})
+            run_dir = out_root / f"{name}-seed{seed}"
+            start = time.perf_counter()
+            metrics = ensure_trained(preset, run_dir, overrides, progress=False)
+            if not keep_models:  # a finished run is still recognised (and reused) by its metrics.json
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            results.setdefault(name, {})[seed] = metrics
+            echo(f"{name:16s} seed {seed}: mIoU19 {metrics['miou19']:5.2f}% after {metrics['iteration']} iterations "
+                 f"({time.perf_counter() - start:.0f} s)")
+    echo(f"all runs: {time.perf_counter() - start_all:.0f} s")
+    return results

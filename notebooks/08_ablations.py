@@ -51,19 +51,16 @@ keep_models: bool = False  # live runs: keep each finished run's checkpoint (~38
 run_dir: str = "runs/notebooks/08_ablations"  # live runs: where they go (one folder per variant and seed)
 
 # %%
-import shutil
-import time
 
-import numpy as np
 import torch
 from IPython.display import Markdown, display
 
 from cosuda import grid, plots
-from cosuda.config import PRESETS, VARIANTS, resolve_path, run_overrides
+from cosuda.config import PRESETS, VARIANTS, resolve_path
 from cosuda.metrics import PAPER_RESULTS
 from cosuda.paper_results import paper_metric
 from cosuda.runner import collect
-from cosuda.train import ensure_pseudo_labels, ensure_trained
+from cosuda.runs import train_rows
 
 torch.manual_seed(0)
 
@@ -101,22 +98,8 @@ sources = {}  # label -> (runs {variant: {seed: metrics}}, the paper's task, arc
 if results_dir or live:
     out = resolve_path(results_dir or run_dir)
     if live and not results_dir:
-        pseudo_path = None
-        if any(VARIANTS[v].uses_pseudo_labels for v in variants):
-            pseudo_path = ensure_pseudo_labels(resolve_path(pseudo_root), resolve_path(source_run), source_iterations,
-                                               synthetic=task == "synthetic")
-        start_all = time.perf_counter()
-        for v in variants:
-            for seed in seeds:
-                overrides = run_overrides(f"{task}-{v}", iterations, eval_every, seed, data_root, eval_max_items,
-                                          pseudo_root=str(pseudo_path) if VARIANTS[v].uses_pseudo_labels else "")
-                start = time.perf_counter()
-                m = ensure_trained(f"{task}-{v}", out / f"{v}-seed{seed}", overrides, progress=False)
-                if not keep_models:  # a finished run is still recognised (and reused) by its metrics.json
-                    shutil.rmtree(out / f"{v}-seed{seed}" / "checkpoints", ignore_errors=True)
-                print(f"{v:12s} seed {seed}: mIoU19 {m['miou19']:5.1f}% after {m['iteration']} iterations "
-                      f"({time.perf_counter() - start:.0f} s)")
-        print(f"all runs: {time.perf_counter() - start_all:.0f} s")
+        train_rows({v: (f"{task}-{v}", {}) for v in variants}, seeds, out, iterations, eval_every, data_root,
+                   eval_max_items, resolve_path(pseudo_root), resolve_path(source_run), source_iterations, keep_models)
     found = {v: {m["seed"]: m for m in ms} for v, ms in collect(out).items()}
     sources[f"{task} runs in {out.name}"] = (found, source, arch, paper_metric(source, arch))
 else:

@@ -55,17 +55,15 @@ run_dir: str = "runs/notebooks/09_hyperparameters"  # live: where the sweep's ru
 
 # %%
 import math
-import shutil
-import time
 
 import torch
 from IPython.display import Markdown, display
 
 from cosuda import grid, plots
-from cosuda.config import make_config, resolve_path, run_overrides
+from cosuda.config import make_config, resolve_path
 from cosuda.metrics import PAPER_RESULTS
 from cosuda.runner import collect
-from cosuda.train import ensure_pseudo_labels, ensure_trained
+from cosuda.runs import train_rows
 
 torch.manual_seed(0)
 
@@ -114,21 +112,9 @@ if results_dir or live:
     if live and not results_dir:
         points_to_train = sorted({(float(t), int(fixed_dict_size)) for t in t_cos_values}
                                  | {(float(fixed_t_cos), int(d)) for d in dict_sizes})
-        pseudo_path = ensure_pseudo_labels(resolve_path(pseudo_root), resolve_path(source_run), source_iterations,
-                                           synthetic=preset.startswith("synthetic-"))
-        start_all = time.perf_counter()
-        for t, d in points_to_train:
-            for seed in seeds:
-                overrides = run_overrides(preset, iterations, eval_every, seed, data_root, eval_max_items,
-                                          t_cos=t, dict_size=d, pseudo_root=str(pseudo_path))
-                start = time.perf_counter()
-                name = f"tcos{t:g}-dict{d}-seed{seed}"
-                m = ensure_trained(preset, out / name, overrides, progress=False)
-                if not keep_models:  # a finished run is still recognised (and reused) by its metrics.json
-                    shutil.rmtree(out / name / "checkpoints", ignore_errors=True)
-                print(f"T_cos {t:<5g} dict-size {d:<5d} seed {seed}: mIoU19 {m['miou19']:5.2f}% "
-                      f"({time.perf_counter() - start:.0f} s)")
-        print(f"all runs: {time.perf_counter() - start_all:.0f} s")
+        rows = {f"tcos{t:g}-dict{d}": (preset, {"t_cos": t, "dict_size": d}) for t, d in points_to_train}
+        train_rows(rows, seeds, out, iterations, eval_every, data_root, eval_max_items, resolve_path(pseudo_root),
+                   resolve_path(source_run), source_iterations, keep_models)
     sweep = {name: {m["seed"]: m for m in ms} for name, ms in collect(out).items()}
     default_runs = None  # the default point is one of the sweep's runs
     where = str(out)

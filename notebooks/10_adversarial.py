@@ -48,19 +48,19 @@ results_dir: str = ""  # a folder of finished runs (adversarial-seed<N>/, ours11
 run_dir: str = "runs/notebooks/10_adversarial"  # live: where the runs go
 
 # %%
-import time
 
 import numpy as np
 import torch
 from IPython.display import Markdown, display
 
 from cosuda import adversarial, grid, plots
-from cosuda.config import make_config, resolve_path, run_overrides
+from cosuda.config import make_config, resolve_path
 from cosuda.data import GTA5, SYNTHIA, Cityscapes
 from cosuda.metrics import PAPER_RESULTS, iou_markdown
 from cosuda.paper_results import paper_metric
 from cosuda.runner import collect
-from cosuda.train import ensure_trained, latest_checkpoint, load_run_model, resolve_paths
+from cosuda.runs import load_run_model, train_rows
+from cosuda.train import latest_checkpoint, resolve_paths
 
 torch.manual_seed(0)
 
@@ -105,17 +105,12 @@ sources = {}  # label -> (runs {variant: {seed: metrics}}, the paper's task, met
 if results_dir or live:
     out = resolve_path(results_dir or run_dir)
     if live and not results_dir:
-        start_all = time.perf_counter()
-        for v in variants:
-            for seed in seeds:
-                start = time.perf_counter()
-                m = ensure_trained(f"{task}-{v}", out / f"{v}-seed{seed}",
-                                   run_overrides(f"{task}-{v}", iterations, eval_every, seed, data_root, eval_max_items),
-                                   progress=False)
-                print(f"{v:12s} seed {seed}: mIoU19 {m['miou19']:5.2f}% after {m['iteration']} iterations "
-                      f"({time.perf_counter() - start:.0f} s); last losses "
-                      + ", ".join(f"{k} {val:.3f}" for k, val in m["train"]["last_losses"].items()))
-        print(f"all runs: {time.perf_counter() - start_all:.0f} s")
+        trained = train_rows({v: (f"{task}-{v}", {}) for v in variants}, seeds, out, iterations, eval_every,
+                             data_root, eval_max_items, keep_models=True)
+        for v, by_seed in trained.items():
+            for seed, m in by_seed.items():
+                print(f"{v} seed {seed}, last losses: " + ", ".join(f"{k} {val:.3f}" for k, val in
+                                                                    m["train"]["last_losses"].items()))
     source = "synthia" if task.startswith("synthia") else "gta5"
     sources[f"{task} runs in {out.name}"] = ({v: {m["seed"]: m for m in ms} for v, ms in collect(out).items()},
                                              source, paper_metric(source, arch))

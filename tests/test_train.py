@@ -395,6 +395,36 @@ def test_ensure_trained_reuses_a_finished_run_and_refuses_another(tiny_root, tmp
     assert engine.ensure_trained("synthetic-source-only", run, overrides, progress=False) == again
 
 
+def test_train_rows_is_the_notebooks_live_grid(tiny_root, pseudo_root, tmp_path):
+    """runs.train_rows (notebooks 08-10 with live=True): <name>-seed<N> folders that
+    runner.collect reads, pseudo-label rows given the shared labels, checkpoints dropped unless
+    kept, finished runs reused, and a pseudo-label row without pseudo_root refused."""
+    from cosuda import runs
+    from cosuda.runner import collect
+
+    tiny = {k: v for k, v in TINY.items() if k != "progress"}
+    rows = {"source-only": ("synthetic-source-only", tiny), "ours-t0.5": ("synthetic-ours", dict(tiny, t_cos=0.5))}
+    lines = []
+    got = runs.train_rows(rows, [0, 1], tmp_path, iterations=2, data_root=str(tiny_root),
+                          pseudo_root=pseudo_root, echo=lines.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours-t0.5-seed0", "ours-t0.5-seed1",
+                                                          "source-only-seed0", "source-only-seed1"]
+    assert {name: sorted(m["seed"] for m in ms) for name, ms in collect(tmp_path).items()} == \
+        {"source-only": [0, 1], "ours-t0.5": [0, 1]}
+    assert not (tmp_path / "ours-t0.5-seed0" / "checkpoints").exists()
+    saved = json.loads((tmp_path / "ours-t0.5-seed1" / "config.json").read_text())
+    assert saved["t_cos"] == 0.5 and saved["pseudo_root"] == str(pseudo_root) and saved["seed"] == 1
+    assert got["ours-t0.5"][1]["iteration"] == 2 and len(lines) == 5 and "seed 1: mIoU19" in lines[3]
+    before = _snapshot(tmp_path)
+    again = runs.train_rows(rows, [0, 1], tmp_path, iterations=2, data_root=str(tiny_root), pseudo_root=pseudo_root,
+                            echo=lambda line: None)
+    assert again == {name: {seed: json.loads(json.dumps(m)) for seed, m in ms.items()} for name, ms in got.items()}
+    assert _snapshot(tmp_path) == before  # reused, not retrained
+    with pytest.raises(ConfigError, match="pseudo_root"):
+        runs.train_rows({"ours": ("synthetic-ours", tiny)}, [0], tmp_path / "other", iterations=2,
+                        data_root=str(tiny_root))
+
+
 def test_ensure_pseudo_labels_keeps_present_ones_and_needs_a_real_source_model(tmp_path, monkeypatch):
     present = tmp_path / "present"
     present.mkdir()
