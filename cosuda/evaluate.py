@@ -259,6 +259,16 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path = "last", sp
     }
 
 
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--device, --precision, --num-workers, --no-progress: the options evaluate and predict share."""
+    parser.add_argument("--device", default="auto", help="auto (a GPU if available), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="run", choices=PRECISIONS,
+                        help="arithmetic; run: the run's precision on this device")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="reader processes; None: the run's num_workers")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cosuda.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -273,12 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "None: the run's")
     parser.add_argument("--target-root", default=None,
                         help="the Cityscapes-layout folder itself; None: from --data-root or the run")
-    parser.add_argument("--device", default="auto", help="auto (a GPU if available), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="run", choices=PRECISIONS,
-                        help="arithmetic; run: the run's precision on this device")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="reader processes; None: the run's num_workers")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_device_options(parser)
     return parser
 
 

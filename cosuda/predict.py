@@ -35,7 +35,7 @@ from PIL import Image
 from .config import ConfigError
 from .data import _PairedDataset, read_image
 from .labels import NUM_CLASSES, TRAIN_TO_CITYSCAPES, colorize
-from .evaluate import PRECISIONS, LoadedRun, _first_line, load_run
+from .evaluate import LoadedRun, _first_line, add_device_options, load_run
 
 __all__ = ["IMAGE_SUFFIXES", "FORMATS", "collect_inputs", "to_label_ids", "predict_images", "main"]
 
@@ -203,12 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="last (newest checkpoints/iter_*.pt), best (checkpoints/best.pt) or a .pt file")
     parser.add_argument("--formats", type=_formats, default=",".join(FORMATS),
                         help="comma-separated files to write per image (labelIds alone for cityscapesScripts)")
-    parser.add_argument("--device", default="auto", help="auto (a GPU if available), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="run", choices=PRECISIONS,
-                        help="arithmetic; run: the run's precision on this device")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="reader processes; None: the run's num_workers")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_device_options(parser)
     return parser
 
 

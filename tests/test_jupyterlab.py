@@ -62,11 +62,6 @@ import pytest
 from cosuda.config import REPO_ROOT
 from cosuda.exercises.student import write_student_versions
 
-CHROMIUM = "/usr/bin/chromium"
-# Playwright adds --headless and a fresh temporary --user-data-dir itself. Without the
-# background-networking flags Chromium hangs on this offline machine (as in tests/test_site.py).
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO_ROOT / "artifacts" / "jupyterlab"
 NOTEBOOKS = ("06_cosine_loss.ipynb", "04_processes_a_b.ipynb")
 SERVER_START_S = 180      # jupyter lab up and answering
@@ -76,25 +71,6 @@ SLIDER_S = 120            # the figure redrawn after the slider moved
 
 
 # ---------------------------------------------------------------- set-up
-
-@pytest.fixture(scope="module")
-def browser():
-    if os.environ.get("COSUDA_SKIP_BROWSER") == "1":
-        pytest.skip("COSUDA_SKIP_BROWSER=1: the JupyterLab browser test is skipped")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the Playwright driver is not installed: run `bash scripts/install_browser.sh` "
-                    "(or set COSUDA_SKIP_BROWSER=1 to skip the browser tests)")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install_browser.sh` "
-                    "(or set COSUDA_SKIP_BROWSER=1 to skip the browser tests)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _free_port() -> int:

@@ -7,7 +7,6 @@ scripts/install_browser.sh). Without them it fails, unless COSUDA_SKIP_BROWSER=1
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 import urllib.error
 import urllib.request
@@ -20,11 +19,6 @@ import pytest
 
 from cosuda import site
 
-CHROMIUM = "/usr/bin/chromium"
-# Playwright adds --headless and a fresh temporary --user-data-dir itself. Without the
-# background-networking flags Chromium hangs on this offline machine.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 REPO = site.REPO_ROOT
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
@@ -116,23 +110,6 @@ def test_every_figure_in_the_notebooks_has_a_caption():
 
 
 # ---------------------------------------------------------------- the built site in Chromium
-
-@pytest.fixture(scope="module")
-def browser():
-    if os.environ.get("COSUDA_SKIP_BROWSER") == "1":
-        pytest.skip("COSUDA_SKIP_BROWSER=1: the browser test of the course site is skipped")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the Playwright driver is not installed: run `bash scripts/install_browser.sh` "
-                    "(or set COSUDA_SKIP_BROWSER=1 to skip the browser test)")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install_browser.sh` "
-                    "(or set COSUDA_SKIP_BROWSER=1 to skip the browser test)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
