@@ -983,7 +983,8 @@ def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_ite
     from .config import SYNTHETIC_ROOT
     from .synthetic import ensure
 
-    out_root = Path(out_root)
+    # absolute from here on: the steps run elsewhere (papermill's kernel starts in notebooks/)
+    out_root = resolve_path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     data_root = SYNTHETIC_ROOT if data_seed == 0 else out_root / "data"
@@ -992,8 +993,14 @@ def main_job(out_root: str | Path, seed: int = 0, data_seed: int = 0, source_ite
     ensure(data_root, seed=data_seed, progress=False)
     print(f"[runner] benchmark ready in {time.perf_counter() - t0:.0f} s", flush=True)
     # each job needs the one before it (stage 1 -> pseudo-labels -> Ours): one at a time, each on `executor`
-    results = [run_jobs([job], out_root, executor, slurm=slurm)[0]
-               for job in main_jobs(out_root, data_root, seed, source_iterations, iterations, baseline, pseudo_from)]
+    results = []
+    steps = main_jobs(out_root, data_root, seed, source_iterations, iterations, baseline, pseudo_from)
+    for k, job in enumerate(steps):
+        results.append(run_jobs([job], out_root, executor, slurm=slurm)[0])
+        if not results[-1].ok:  # the later steps need this one's output: stop, and say what did not run
+            print(f"[runner] stopped after the failed step {job.name}; not run: "
+                  f"{', '.join(j.name for j in steps[k + 1:]) or 'none'}", flush=True)
+            break
     runs = {}
     for r in results:
         if r.metrics is not None and r.name != "datasets":

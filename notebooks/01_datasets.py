@@ -34,12 +34,11 @@ stats_width: int = 320  # images are resized to this width (aspect kept) for the
 seed: int = 0  # which examples are shown
 
 # %%
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
 from cosuda import data, labels, metrics, synthetic
+from cosuda.paths import resolve_path
 from cosuda.plots import datasets as dplots
 
 if n_samples < 1 or max_items < 2 or stats_width < 16:
@@ -47,13 +46,14 @@ if n_samples < 1 or max_items < 2 or stats_width < 16:
                      f"{n_samples}, {max_items}, {stats_width}")
 # Paths resolve through the package, so this runs from notebooks/ (Jupyter, nbval) and from
 # the repository root (papermill) alike.
-root = Path(data_root) if data_root else synthetic.DEFAULT_ROOT
+root = resolve_path(data_root) if data_root else synthetic.DEFAULT_ROOT
 if root.resolve() == synthetic.DEFAULT_ROOT.resolve():
     synthetic.ensure(root)  # no-op when the benchmark is already there
-gta5 = data.GTA5(gta5_root or root / "gta5", image_dir=gta5_image_dir or None)
-synthia = data.SYNTHIA(synthia_root or root / "synthia")
-cityscapes_train = data.Cityscapes(cityscapes_root or root / "cityscapes", "train")
-cityscapes_val = data.Cityscapes(cityscapes_root or root / "cityscapes", "val")
+gta5 = data.GTA5(resolve_path(gta5_root or root / "gta5"),
+                 image_dir=resolve_path(gta5_image_dir) if gta5_image_dir else None)
+synthia = data.SYNTHIA(resolve_path(synthia_root or root / "synthia"))
+cityscapes_train = data.Cityscapes(resolve_path(cityscapes_root or root / "cityscapes"), "train")
+cityscapes_val = data.Cityscapes(resolve_path(cityscapes_root or root / "cityscapes"), "val")
 for name, ds in [("GTA5", gta5), ("SYNTHIA", synthia), ("Cityscapes train", cityscapes_train),
                  ("Cityscapes val", cityscapes_val)]:
     w, h = Image.open(ds.images[0]).size
