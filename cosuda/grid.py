@@ -70,6 +70,12 @@ def _sets(values: dict) -> list[str]:
     return out
 
 
+def _stage2_schedule(iterations: int) -> dict:
+    """Length, evaluations and checkpoints of a run from the stage-1 model (grid rows and sweeps alike)."""
+    return {"iterations": iterations, "eval_every": max(1, iterations // 4),
+            "checkpoint_every": max(1, iterations // 4), "keep_checkpoints": 1}
+
+
 def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds=(0, 1, 2),
          source_iterations: int | None = None, iterations: int | None = None, warm_start: bool = True,
          pseudo_from: str = "ours11", sets: dict | None = None, data_root: str = "") -> list[TrainJob]:
@@ -103,8 +109,7 @@ def plan(out_root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds
             raise ValueError(f"pseudo_from={pseudo_from!r} must be one of the grid's variants ({', '.join(variants)})")
         for variant in ordered:
             needs_pseudo = make_config(f"synthetic-{variant}").flags.uses_pseudo_labels
-            values = {**common, "seed": seed, "iterations": iterations, "eval_every": max(1, iterations // 4),
-                      "checkpoint_every": max(1, iterations // 4), "keep_checkpoints": 1}
+            values = {**common, "seed": seed, **_stage2_schedule(iterations)}
             after = []
             if warm_start:
                 values["weights"] = str(stage1.out)
@@ -151,8 +156,7 @@ def sweep_plan(grid_root: str | Path, sweep_root: str | Path, sweeps: dict[str, 
                 prep = grid_root / "_prep" / f"seed{seed}"
                 run_dir = sweep_root / name / f"seed{seed}"
                 settings = {"source": task, "source_size": SOURCE_SIZES[task], "progress": "false", "seed": seed,
-                            "iterations": iterations, "eval_every": max(1, iterations // 4),
-                            "checkpoint_every": max(1, iterations // 4), "keep_checkpoints": 1,
+                            **_stage2_schedule(iterations),
                             "weights": str(prep / "source-only"), "pseudo_root": str(prep / f"pseudo-{pseudo_from}"),
                             key: value}
                 if data_root:

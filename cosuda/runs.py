@@ -150,8 +150,9 @@ def train_rows(rows: dict[str, tuple[str, dict]], seeds, out_root: str | Path, i
     from .config import run_overrides
 
     out_root = Path(out_root)
+    on_pseudo = {name for name, (preset, _) in rows.items() if make_config(preset).flags.uses_pseudo_labels}
     pseudo_path = None
-    if any(make_config(preset).flags.uses_pseudo_labels for preset, _ in rows.values()):
+    if on_pseudo:
         if not pseudo_root:
             raise ConfigError("a row trains on pseudo-labels: give pseudo_root (and source_run to make them)")
         pseudo_path = ensure_pseudo_labels(pseudo_root, source_run, source_iterations,
@@ -160,7 +161,7 @@ def train_rows(rows: dict[str, tuple[str, dict]], seeds, out_root: str | Path, i
     start_all = time.perf_counter()
     for name, (preset, extra) in rows.items():
         for seed in seeds:
-            pseudo = str(pseudo_path) if make_config(preset).flags.uses_pseudo_labels else ""
+            pseudo = str(pseudo_path) if name in on_pseudo else ""
             overrides = run_overrides(preset, iterations, eval_every, seed, data_root, eval_max_items,
                                       **{"pseudo_root": pseudo, **extra})
             run_dir = out_root / f"{name}-seed{seed}"
