@@ -122,7 +122,7 @@ def test_generate_pseudo_labels_writes_readable_pngs(tmp_path):
     model.train()
     tau = generate_pseudo_labels(model, data, tmp_path, batch_size=2, progress=False)
     assert model.training  # mode restored
-    assert model.calls == 2 * 2  # two passes of two batches
+    assert model.calls == 2  # two batches; pass 2 reuses their logits
     probs = torch.cat([model.upsample(model.head(nn.functional.avg_pool2d(d["image"][None], 2)), (8, 12))
                        for d in data]).softmax(1)
     est = ThresholdEstimator(4)
@@ -138,6 +138,21 @@ def test_generate_pseudo_labels_writes_readable_pngs(tmp_path):
     assert list(summary["thresholds"]) == ["0", "1", "2", "3"]
     assert summary["thresholds"]["0"] == pytest.approx(tau[0].item(), abs=1e-6)
     assert sum(summary["predicted_pixels"].values()) == 3 * 8 * 12
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 4 * (4 * 4 * 6) * 4])  # none cached; all but the last batch fit
+def test_pass_two_writes_the_same_labels_with_or_without_cached_logits(tmp_path, cache_bytes):
+    data = fake_dataset(5)
+    cached_model, model = FakeModel(), FakeModel()
+    tau_cached = generate_pseudo_labels(cached_model, data, tmp_path / "cached", batch_size=2, progress=False)
+    assert cached_model.calls == 3  # pass 2 reused pass 1's logits
+    tau = generate_pseudo_labels(model, data, tmp_path / "again", batch_size=2, progress=False,
+                                 cache_bytes=cache_bytes)
+    assert model.calls == 2 * 3  # over the budget: predicted again
+    assert torch.equal(tau, tau_cached)
+    for item in data:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "cached" / item["name"])),
+                              np.asarray(Image.open(tmp_path / "again" / item["name"])))
 
 
 def test_generate_pseudo_labels_at_another_size_and_rejects_empty(tmp_path):
