@@ -1,7 +1,7 @@
 """Speed of one UDA training step, of evaluation and of pseudo-labelling (run by hand).
 
     python benchmarks/bench_step.py                # paper scale on a GPU (DeepLabV2-ResNet101)
-    python benchmarks/bench_step.py --cpu-preset   # the synthetic benchmark's CPU preset
+    python benchmarks/bench_step.py --cpu-preset   # the synthetic presets (EfficientNet-Lite0, 320x180)
     python benchmarks/bench_step.py --smoke        # tiny, for CI: checks the script still runs
 
 Random weights and random images at the paper's sizes (GTA5 1280x720 source, Cityscapes
@@ -213,14 +213,19 @@ def main(argv=None) -> int:
                    help="of the fast path (default: bf16 on CUDA, fp32 on CPU; compile=step on CPU needs bf16)")
     p.add_argument("--io-images", type=int, default=32, help="images generated for the end-to-end eval/pseudo-label timing")
     p.add_argument("--workers", type=int, default=6, help="reader processes for evaluation and pseudo-labels")
-    p.add_argument("--cpu-preset", action="store_true", help="DeepLabV2-ResNet18 at the synthetic sizes")
+    p.add_argument("--cpu-preset", action="store_true", help="the synthetic presets' network, sizes and dictionary")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 iteration (CI)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    if args.cpu_preset or args.smoke:
-        args.backbone, args.source_size, args.target_size, args.dict_size = "resnet18", (160, 90), (160, 80), 500
+    if args.cpu_preset:  # the network, sizes and dictionary of the synthetic presets (cosuda.config)
+        from cosuda.config import make_config
+
+        cfg = make_config("synthetic-ours")
+        args.arch, args.backbone, args.dict_size = cfg.arch, cfg.backbone, cfg.dict_size
+        args.source_size, args.target_size = tuple(cfg.source_size), tuple(cfg.target_size)
     if args.smoke:
-        args.source_size, args.target_size, args.iters, args.warmup, args.dict_size = (64, 36), (64, 32), 1, 1, 50
+        args.backbone, args.source_size, args.target_size = "resnet18", (64, 36), (64, 32)
+        args.iters, args.warmup, args.dict_size = 1, 1, 50
         args.io_images, args.workers = 3, 0
     device = torch.device(args.device)
     if args.compile is None:  # the whole step where the grouped loss can be captured (bf16, Hopper+)
