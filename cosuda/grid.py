@@ -17,7 +17,9 @@ every variant starts from the preset's weights instead.
 
 Finished runs are skipped and interrupted ones resumed, so an interrupted grid is continued by
 running the same command again. `publish` copies each run's metrics.json to
-docs/results/synthetic/<task>/<variant>/seed<N>/ (the committed grid).
+docs/results/synthetic/<task>/<variant>/seed<N>/ (the committed grid), and the Table 6 sweeps'
+to docs/results/synthetic-sweeps/<task>/<tcos0.5|dict100|...>/seed<N>/ (same layout, kept apart
+so that the grid's folder holds only tasks and presets' variants).
 """
 from __future__ import annotations
 
@@ -35,13 +37,22 @@ from pathlib import Path
 from .config import REPO_ROOT
 from .paths import HOME
 
-__all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "TrainJob", "plan", "run", "publish", "load", "paired",
+__all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "PUBLISHED_SWEEPS", "sweeps_dest", "TrainJob", "plan", "run", "publish", "load", "paired",
            "results_markdown", "PAIRS", "ROW_ORDER", "publish_extras", "PICTURE_CLASSES", "sweep_plan", "SWEEP_NAMES"]
 
 GRID_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict",
                  "wo-split"]
 PSEUDO_MODELS = ("source-only", "ours11", "adversarial")  # which model makes the pseudo-labels
 PUBLISHED = REPO_ROOT / "docs" / "results" / "synthetic"
+
+
+def sweeps_dest(dest: str | Path) -> Path:
+    """Where the sweeps of a grid published in `dest` go: the sibling folder `<dest>-sweeps`."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + "-sweeps")
+
+
+PUBLISHED_SWEEPS = sweeps_dest(PUBLISHED)
 SOURCE_SIZES = {"gta5": (320, 180), "synthia": (320, 190)}  # the generated sizes: no resizing
 
 

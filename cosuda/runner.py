@@ -1224,7 +1224,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(runs under <out>/../<task>-sweep/)")
     p_grid.add_argument("--parallel", type=int, default=2, help="runs at a time (each gets cores / parallel threads)")
     p_grid.add_argument("--publish", default=None, metavar="DIR",
-                        help="copy finished runs' metrics.json to DIR/<task>/<variant>/seed<N>/")
+                        help="copy finished runs' metrics.json to DIR/<task>/<variant>/seed<N>/ "
+                             "(sweeps: DIR-sweeps/<task>/<point>/seed<N>/)")
     p_tab = sub.add_parser("table", help="print the results tables of finished runs", formatter_class=_HelpFormatter)
     p_tab.add_argument("out", help="a folder of runs (<variant>-seed<N>/metrics.json)")
     p_tab.add_argument("--preset-prefix", default=None,
@@ -1255,7 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.publish:
             written = grid.publish(out, args.task, args.publish)
             if sweeps:
-                written += grid.publish(sweep_root, f"{args.task}-sweep", args.publish)
+                written += grid.publish(sweep_root, args.task, grid.sweeps_dest(args.publish))
             print(f"[grid] {len(written)} metrics.json copied under {args.publish}")
         return 0 if all(results.values()) else 1
     if args.command == "reproduce":

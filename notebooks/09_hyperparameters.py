@@ -22,7 +22,7 @@
 # synthetic benchmark?
 #
 # **The experiment.** By default the notebook reads the committed sweep runs
-# (`docs/results/synthetic/gta5-sweep/<name>/seed<N>/metrics.json`, names `tcos<T>` and
+# (`docs/results/synthetic-sweeps/gta5/<name>/seed<N>/metrics.json`, names `tcos<T>` and
 # `dict<D>`): `synthetic-ours` (eq. 12) trained like the grid's Ours row (600 iterations
 # from the seed's stage-1 model, the same pseudo-labels) with one knob moved. The default
 # point ($\mathcal{T}_{cos}$ 0.6, dict-size 200) is the grid's `ours` row itself, so every
@@ -35,7 +35,7 @@
 
 # %% tags=["parameters"]
 live: bool = False  # train the sweep here (smoke-sized defaults) instead of reading the committed sweep
-grid_root: str = "docs/results/synthetic"  # committed runs: gta5-sweep/<name>/seed<N>/ and gta5/ours/seed<N>/
+grid_root: str = "docs/results/synthetic"  # committed runs: gta5/ours/seed<N>/; the sweep in <grid_root>-sweeps/gta5/
 t_cos_values: list = [0.5, 0.7]  # live: T_cos values to train (Table 6: [0.5, 0.55, 0.6, 0.65, 0.7])
 dict_sizes: list = [100, 500]  # live: dict-size values, scaled to the synthetic maps (full: [100, 200, 300, 400, 500])
 fixed_t_cos: float = 0.6  # T_cos while dict-size is swept (Table 6 and the synthetic preset: 0.6)
@@ -120,15 +120,16 @@ if results_dir or live:
     where = str(out)
 else:
     root = resolve_path(grid_root)
-    sweep = grid.load("gta5-sweep", root)
+    sweep_root = grid.sweeps_dest(root)
+    sweep = grid.load("gta5", sweep_root)
     default_runs = grid.load("gta5", root).get("ours")
-    where = f"{grid_root}/gta5-sweep (default point: {grid_root}/gta5/ours)"
+    where = f"{grid_root}-sweeps/gta5 (default point: {grid_root}/gta5/ours)"
     if not sweep:
-        display(Markdown(f"**Not published yet:** the T_cos and dict-size sweeps in `{grid_root}/gta5-sweep/`. "
+        display(Markdown(f"**Not published yet:** the T_cos and dict-size sweeps in `{grid_root}-sweeps/gta5/`. "
                          "Each point is the grid's `ours` row trained with one knob moved (`python -m cosuda.runner "
-                         "grid --task gta5 --variants ours --seeds 0 1 2 --set t_cos=0.5 ...`), its metrics.json "
-                         "published as `gta5-sweep/tcos0.5/seed<N>/` (or `dict<D>`). Until then the table and the "
-                         "figures show the default point only."))
+                         "grid --task gta5 --variants ours11 ours --seeds 0 1 2 --sweep t_cos=0.5,0.7 --publish "
+                         f"{grid_root}`), its metrics.json published as `gta5/tcos0.5/seed<N>/` (or `dict<D>`). "
+                         "Until then the table and the figures show the default point only."))
     if not default_runs:
         display(Markdown(plots.missing_note(["ours (the default point)"], f"{grid_root}/gta5")))
 points = plots.sweep_points(sweep, default_runs, "miou19", defaults)

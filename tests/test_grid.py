@@ -82,3 +82,21 @@ def test_sweep_points_are_paired_with_the_grid(tmp_path):
     assert "t_cos=0.5" in sweep[0].args and f"weights={tmp_path / 'gta5' / '_prep' / 'seed0' / 'source-only'}" in sweep[0].args
     with pytest.raises(ValueError, match="sweep over"):
         grid.sweep_plan(tmp_path, tmp_path, {"lr": [1e-3]})
+
+
+def test_the_committed_grid_keeps_the_contract_layout():
+    """docs/results/synthetic/<task>/<variant>/seed<N>/metrics.json, task gta5 or synthia, variant a
+    preset's: what outside checks read. Sweeps live in the sibling folder, never in between."""
+    from cosuda.config import make_config
+
+    tasks = sorted(p.name for p in grid.PUBLISHED.iterdir() if p.is_dir())
+    assert tasks and set(tasks) <= {"gta5", "synthia"}, tasks
+    for task in tasks:
+        for seed_dir in sorted((grid.PUBLISHED / task).glob("*/*")):
+            variant = seed_dir.parent.name
+            assert variant in grid.GRID_VARIANTS and seed_dir.name.startswith("seed"), seed_dir
+            metrics = json.loads((seed_dir / "metrics.json").read_text())
+            assert metrics["finished"] and metrics["seed"] == int(seed_dir.name[4:])
+            assert metrics["preset"] == f"synthetic-{variant}" and make_config(metrics["preset"]).variant == variant
+            assert isinstance(metrics["miou19"], float)
+    assert grid.PUBLISHED_SWEEPS == grid.PUBLISHED.with_name("synthetic-sweeps")
