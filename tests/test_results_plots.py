@@ -169,7 +169,7 @@ def test_sweep_names_points_and_table():
     assert points["t_cos"] == {0.5: {0: 34, 1: 35}, 0.6: {0: 35, 1: 37}}
     assert points["dict_size"] == {100: {0: 36}, 200: {0: 35, 1: 37}}
     text = plots.sweep_markdown(points, {"t_cos": {0.5: 48.92, 0.6: 49.7}, "dict_size": {2500: 49.7}})
-    assert "| 0.5 | 0,1 | 34.50 ± 0.71 | -1.50 (seeds 0,1) |" in text and "| 0.6 | 0,1 | 36.00 ± 1.41 | default |" in text
+    assert "| 0.5 | 0,1 | 34.50 ± 0.71 | -1.50 [-7.85, +4.85] (seeds 0,1) |" in text and "| 0.6 | 0,1 | 36.00 ± 1.41 | default |" in text
     assert "| 100 | 0 | 36.00 | +1.00 (seeds 0) |" in text and "T_cos 0.5: 48.92" in text
     empty = plots.sweep_markdown(plots.sweep_points({}, None), {})
     assert empty.count("none published") == 2

@@ -460,6 +460,17 @@ def sweep_points(sweep: dict[str, dict[int, dict]], default_runs: dict[int, dict
     return points
 
 
+def _paired_cell(values: dict[int, float], base: dict[int, float], shared: list[int]) -> str:
+    """Mean paired difference, its 95 % t-interval from two seeds on, and the seeds."""
+    from ..grid import paired
+
+    if not shared:
+        return "—"
+    p = paired({"a": {s: {"m": values[s]} for s in shared}, "b": {s: {"m": base[s]} for s in shared}}, "a", "b", "m")
+    interval = "" if math.isnan(p["low"]) else f" [{_fmt(p['low'], signed=True)}, {_fmt(p['high'], signed=True)}]"
+    return f"{_fmt(p['mean'], signed=True)}{interval} (seeds {','.join(map(str, shared))})"
+
+
 def sweep_markdown(points: dict[str, dict[float, dict[int, float]]], paper: dict[str, dict[float, float]],
                    defaults: dict | None = None, metric: str = "miou19") -> str:
     """Markdown per knob: synthetic value, seeds, mean ± std, paired difference to the default
@@ -471,14 +482,12 @@ def sweep_markdown(points: dict[str, dict[float, dict[int, float]]], paper: dict
         values = points.get(knob, {})
         lines = [f"**{title}** ({'dict-size' if knob == 't_cos' else 'T_cos'} fixed at "
                  f"{defaults['dict_size' if knob == 't_cos' else 't_cos']:g}):", "",
-                 f"| {title} | seeds | synthetic {name} (mean ± std) | Δ vs default (paired) |", "|---|---|---|---|"]
+                 f"| {title} | seeds | synthetic {name} (mean ± std) | Δ vs default (paired, mean [95 % interval]) |", "|---|---|---|---|"]
         base = values.get(defaults[knob], {})
         for value in sorted(values):
             seeds = values[value]
             shared = sorted(s for s in seeds if s in base and seeds[s] is not None and base[s] is not None)
-            diff = "default" if math.isclose(value, defaults[knob]) else (
-                _fmt(float(np.mean([seeds[s] - base[s] for s in shared])), signed=True) + f" (seeds "
-                f"{','.join(map(str, shared))})" if shared else "—")
+            diff = "default" if math.isclose(value, defaults[knob]) else _paired_cell(seeds, base, shared)
             lines.append(f"| {value:g} | {','.join(map(str, sorted(seeds)))} | "
                          f"{_fmt(*_mean_std(list(seeds.values())))} | {diff} |")
         if len(lines) == 4:
