@@ -100,3 +100,21 @@ def test_the_committed_grid_keeps_the_contract_layout():
             assert metrics["preset"] == f"synthetic-{variant}" and make_config(metrics["preset"]).variant == variant
             assert isinstance(metrics["miou19"], float)
     assert grid.PUBLISHED_SWEEPS == grid.PUBLISHED.with_name("synthetic-sweeps")
+
+
+def test_the_grid_command_publishes_rows_and_sweeps_apart(tmp_path, capsys):
+    from cosuda import runner
+
+    out, dest = tmp_path / "runs" / "gta5", tmp_path / "pub" / "synthetic"
+    jobs = grid.plan(out, "gta5", ["ours11", "ours"], [0])
+    jobs += grid.sweep_plan(out, out.parent / "gta5-sweep", {"t_cos": [0.5]}, "gta5", [0])
+    for job in jobs:  # every job already finished: the command only publishes
+        job.out.mkdir(parents=True, exist_ok=True)
+        name = "thresholds.json" if job.kind == "pseudo" else "metrics.json"
+        (job.out / name).write_text(json.dumps(_metrics(30.0)))
+    code = runner.main(["grid", "--task", "gta5", "--out", str(out), "--variants", "ours11", "ours", "--seeds", "0",
+                        "--sweep", "t_cos=0.5", "--publish", str(dest)])
+    assert code == 0 and "3 metrics.json copied" in capsys.readouterr().out  # two rows and the sweep point
+    assert sorted(p.name for p in dest.iterdir()) == ["gta5"]
+    assert sorted(grid.load("gta5", dest)) == ["ours", "ours11"]  # not the stage-1 model under _prep
+    assert sorted(grid.load("gta5", grid.sweeps_dest(dest))) == ["tcos0.5"]
