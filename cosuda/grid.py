@@ -323,7 +323,8 @@ PAIRS = [("ours", "only-ssl", "the cosine loss on top of self-training (Table 4)
          ("only-ssl", "source-only", "self-training on pseudo-labels"),
          ("ours", "source-only", "the full method, eq. 12"),
          ("ours", "wo-dict", "the dictionary (Table 4)"),
-         ("ours", "wo-split", "the class-wise split (Table 4)")]
+         ("ours", "wo-split", "the class-wise split (Table 4)"),
+         ("ours", "ssl-adv", "the cosine loss against the adversarial loss, both on self-training (Table 4)")]
 
 
 def _fmt(mean: float, std: float | None = None) -> str:
