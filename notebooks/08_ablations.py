@@ -115,7 +115,7 @@ for label, (runs, src, arch, metric) in sources.items():
     print(f"{label}: {metric}; " + ", ".join(f"{v} (seeds {','.join(map(str, sorted(runs[v])))})" for v in rows_here))
     absent = [v for v in variants if v not in runs and (live or results_dir or v in grid.GRID_VARIANTS)]
     if absent:
-        display(Markdown(plots.missing_note(absent, label)))
+        display(Markdown(plots.missing_note(absent, label, plots.grid_command(src))))
 main_label = next(iter(sources))
 runs, source, arch, metric = sources[main_label]
 not_in_grid = {v: "not in the synthetic grid (train it with live=True)" for v in variants if v not in grid.GRID_VARIANTS}

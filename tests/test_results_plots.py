@@ -220,3 +220,9 @@ def test_features_figure_colours_classes_and_marks_domains():
     assert np.allclose(ax.collections[0].get_facecolor()[0][:3], road_colour)
     assert "not published yet" in _axes_text(fig)
     assert any(t.get_text() == "target (Cityscapes-like)" for t in fig.legends[0].get_texts())
+
+
+def test_the_missing_note_names_the_task_whose_grid_is_missing():
+    note = plots.missing_note(["oracle"], "synthetic grid, SYNTHIA-like", plots.grid_command("synthia"))
+    assert "--task synthia" in note and "oracle" in note
+    assert "--task gta5" in plots.missing_note(["ours"])

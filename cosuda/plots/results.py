@@ -20,7 +20,7 @@ import numpy as np
 from ..labels import CLASS_NAMES, PALETTE
 from .training import miou_curves
 
-__all__ = ["VARIANT_LABELS", "seed_list", "missing_note", "extras_note", "grid_curves", "paired_rows",
+__all__ = ["VARIANT_LABELS", "seed_list", "missing_note", "grid_command", "extras_note", "grid_curves", "paired_rows",
            "paired_markdown", "effect_sentence", "paired_figure", "lambda_from_losses", "cos_share",
            "loss_share_figure", "alignment_figure", "alignment_markdown", "table_beside_paper", "per_class_mean", "transfer_markdown", "parse_sweep_name",
            "sweep_points", "sweep_markdown", "prediction_path", "published_predictions", "changed_to_correct",
@@ -30,7 +30,12 @@ VARIANT_LABELS = {"source-only": "source-only", "oracle": "oracle (target labels
                   "ssl-adv": "SSL with Adversarial", "adversarial": "Adversarial", "ours11": "Ours-(11)",
                   "ours": "Ours (eq. 12)", "wo-dict": "w/o Dictionary", "wo-split": "w/o Class-wise Split",
                   "with-adv": "with Adversarial"}
-GRID_COMMAND = "python -m cosuda.runner grid --task gta5 --seeds 0 1 2 --publish docs/results/synthetic"
+def grid_command(task: str = "gta5") -> str:
+    """The command that trains and publishes a task's committed grid."""
+    return f"python -m cosuda.runner grid --task {task} --seeds 0 1 2 --publish docs/results/synthetic"
+
+
+GRID_COMMAND = grid_command("gta5")
 EXTRAS_COMMAND = "python -c \"from cosuda import grid; grid.publish_extras('runs/grid/gta5', seed=0)\""
 
 
