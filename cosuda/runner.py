@@ -475,8 +475,10 @@ def _in_threads(jobs: list[Job], workers: int, run: Callable[[Job], JobResult], 
             return _finish(job, out_root, False, start, f"{type(e).__name__}: {e}", True)
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    futures = [pool.submit(guarded, job) for job in jobs]
-    try:
+    futures = []
+    try:  # submitting inside: a Ctrl-C while the first jobs already run must stop them too
+        for job in jobs:
+            futures.append(pool.submit(guarded, job))
         return [f.result() for f in futures]
     except BaseException:
         _STOPPING.set()
