@@ -37,8 +37,8 @@ from pathlib import Path
 from .config import REPO_ROOT
 from .paths import HOME
 
-__all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "PUBLISHED_SWEEPS", "sweeps_dest", "TrainJob", "plan", "run", "publish", "load", "paired",
-           "results_markdown", "PAIRS", "ROW_ORDER", "publish_extras", "PICTURE_CLASSES", "sweep_plan", "SWEEP_NAMES"]
+__all__ = ["GRID_VARIANTS", "PSEUDO_MODELS", "PUBLISHED", "PUBLISHED_SWEEPS", "sweeps_dest", "TrainJob", "plan",
+           "run", "publish", "load", "paired", "t_interval", "results_markdown", "PAIRS", "ROW_ORDER", "publish_extras", "PICTURE_CLASSES", "sweep_plan", "SWEEP_NAMES"]
 
 GRID_VARIANTS = ["source-only", "oracle", "only-ssl", "ssl-adv", "adversarial", "ours11", "ours", "wo-dict",
                  "wo-split"]
@@ -304,13 +304,19 @@ def paired(runs: dict[str, dict[int, dict]], a: str, b: str, metric: str = "miou
     seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
     diffs = [runs[a][s][metric] - runs[b][s][metric] for s in seeds
              if runs[a][s].get(metric) is not None and runs[b][s].get(metric) is not None]
+    return {"seeds": seeds, "diffs": diffs, **t_interval(diffs)}
+
+
+def t_interval(diffs: list[float]) -> dict:
+    """{"mean", "low", "high"}: the mean of paired differences and its 95 % t-interval (NaN for
+    fewer than two)."""
     n = len(diffs)
     mean = sum(diffs) / n if n else math.nan
     if n < 2:
-        return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": math.nan, "high": math.nan}
+        return {"mean": mean, "low": math.nan, "high": math.nan}
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = _T975.get(n - 1, 1.96) * sd / math.sqrt(n)
-    return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
+    return {"mean": mean, "low": mean - half, "high": mean + half}
 
 
 # --- tables of the committed grid ---------------------------------------------------------

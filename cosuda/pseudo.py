@@ -131,14 +131,14 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
     """Write pseudo-labels (supplementary A) for every item of `dataset` under `out_dir`.
 
     Pass 1 collects the class-wise thresholds from the softmax of the model's prediction,
-    pass 2 predicts again and writes `out_dir/<item name>` (the image's relative path, e.g.
+    pass 2 thresholds it (eq. 4) and writes `out_dir/<item name>` (the image's relative path, e.g.
     `aachen/aachen_000000_000019_leftImg8bit.png`) as an 8-bit PNG of trainIds (255 = ignore),
     which `cosuda.data.Cityscapes(root, "train", pseudo_root=out_dir)` reads. Also writes
     `out_dir/thresholds.json` and returns the thresholds, float32 (C,).
 
     cache_bytes: pass 2 reuses pass 1's logits, (B, C, H/os, W/os) at the network's output
-    stride, while all of them fit in this many bytes (the benchmark's 360 images at stride 16: 5.5 MB), and
-    otherwise predicts again, which keeps memory constant whatever the dataset's size (Cityscapes'
+    stride, while all of them fit in this many bytes (the benchmark's 360 images at stride 16:
+    5.5 MB), and otherwise predicts again, which keeps memory constant whatever the dataset's size (Cityscapes'
     2,975 at 1024x512 would need 1.9 GB). The written labels are the same either way; 0 always
     predicts twice.
 
@@ -177,9 +177,10 @@ def generate_pseudo_labels(model, dataset, out_dir, device="cpu", size=None, bat
         estimator, cache, cached = None, [], 0
         for names, low, hw in logits("pseudo-labels 1/2: thresholds"):
             cached += low.numel() * low.element_size()
-            cache = cache if cache is not None and cached <= cache_bytes else None
-            if cache is not None:
+            if cache is not None and cached <= cache_bytes:
                 cache.append((names, low, hw))
+            else:
+                cache = None  # over the budget: pass 2 predicts again
             probs = probabilities(low, hw)
             if estimator is None:
                 estimator = ThresholdEstimator(probs.shape[1], cap=cap)

@@ -120,12 +120,12 @@ if results_dir or live:
     where = str(out)
 else:
     root = resolve_path(grid_root)
-    sweep_root = grid.sweeps_dest(root)
-    sweep = grid.load("gta5", sweep_root)
+    sweep_root = grid.sweeps_dest(grid_root)  # relative, as given: for the messages
+    sweep = grid.load("gta5", resolve_path(sweep_root))
     default_runs = grid.load("gta5", root).get("ours")
-    where = f"{grid_root}-sweeps/gta5 (default point: {grid_root}/gta5/ours)"
+    where = f"{sweep_root}/gta5 (default point: {grid_root}/gta5/ours)"
     if not sweep:
-        display(Markdown(f"**Not published yet:** the T_cos and dict-size sweeps in `{grid_root}-sweeps/gta5/`. "
+        display(Markdown(f"**Not published yet:** the T_cos and dict-size sweeps in `{sweep_root}/gta5/`. "
                          "Each point is the grid's `ours` row trained with one knob moved (`python -m cosuda.runner "
                          "grid --task gta5 --variants ours11 ours --seeds 0 1 2 --sweep t_cos=0.5,0.7 --publish "
                          f"{grid_root}`), its metrics.json published as `gta5/tcos0.5/seed<N>/` (or `dict<D>`). "

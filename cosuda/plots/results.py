@@ -467,11 +467,11 @@ def sweep_points(sweep: dict[str, dict[int, dict]], default_runs: dict[int, dict
 
 def _paired_cell(values: dict[int, float], base: dict[int, float], shared: list[int]) -> str:
     """Mean paired difference, its 95 % t-interval from two seeds on, and the seeds."""
-    from ..grid import paired
+    from ..grid import t_interval
 
     if not shared:
         return "—"
-    p = paired({"a": {s: {"m": values[s]} for s in shared}, "b": {s: {"m": base[s]} for s in shared}}, "a", "b", "m")
+    p = t_interval([values[s] - base[s] for s in shared])
     interval = "" if math.isnan(p["low"]) else f" [{_fmt(p['low'], signed=True)}, {_fmt(p['high'], signed=True)}]"
     return f"{_fmt(p['mean'], signed=True)}{interval} (seeds {','.join(map(str, shared))})"
 
