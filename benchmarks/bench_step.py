@@ -74,8 +74,9 @@ def measure(args, fast: bool, device: torch.device) -> dict:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else \
         (lambda: torch.autocast(device.type, enabled=False))
     dict_dtype = "bfloat16" if precision == "bf16" else "float32"  # no per-step cast of the bank
+    cos_impl = args.cos_impl if fast else "reference"
     step = UDAStep(net, opt, VARIANTS["ours"], num_classes=19, t_cos=0.6, lambda_cos=0.01,
-                   dict_size=args.dict_size, feature_dims=dims, cos_impl="auto" if fast else "reference",
+                   dict_size=args.dict_size, feature_dims=dims, cos_impl=cos_impl,
                    autocast=autocast, device=device, dict_dtype=dict_dtype,
                    compile="step" if compile_mode == "step" else "off")
     t0 = time.perf_counter()
@@ -97,6 +98,7 @@ def measure(args, fast: bool, device: torch.device) -> dict:
         _sync(device)
         times.append(time.perf_counter() - t0)
     result = {"precision": precision, "fold_bn": fast, "compile": compile_mode, "channels_last": channels_last,
+              "cos_impl": cos_impl, "dict_dtype": dict_dtype, "fused_sgd": bool(opt.defaults.get("fused")),
               "s_per_iter": statistics.median(times), "first_step_s": compile_seconds}
     if device.type == "cuda":
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
@@ -104,7 +106,7 @@ def measure(args, fast: bool, device: torch.device) -> dict:
     # profiler ranges inside, and compiled graphs are invisible to the FLOP counter.
     eager = UDAStep(model, opt, VARIANTS["ours"], num_classes=19, t_cos=0.6, lambda_cos=0.01,
                     dict_size=args.dict_size, feature_dims=dims, autocast=autocast, device=device,
-                    cos_impl="auto" if fast else "reference", dict_dtype=dict_dtype)
+                    cos_impl=cos_impl, dict_dtype=dict_dtype)
     # The method's share of the step, backward included: the profiler's time in the
     # "cosuda.method" region (processes A/B, enqueue, loss forward) plus the loss's backward node,
     # over the eager step's time.
@@ -197,7 +199,9 @@ def measure_io(model, args, device) -> dict:
             "pseudo_label_images_per_s_end_to_end": 1 / pseudo_s, "pseudo_label_2975_images_s": 2975 * pseudo_s}
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options, with --cpu-preset / --smoke / the --compile default applied (what `measure`
+    takes: benchmarks/gpu_check.py builds its configurations with this too)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="deeplabv2")
     p.add_argument("--backbone", default="resnet101")
@@ -211,6 +215,8 @@ def main(argv=None) -> int:
                    help="capture for the fast path (default: step on Hopper-class GPUs, model on older ones, off on CPU)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                    help="of the fast path (default: bf16 on CUDA, fp32 on CPU; compile=step on CPU needs bf16)")
+    p.add_argument("--cos-impl", choices=("auto", "sorted", "grouped"), default="auto",
+                   help="cosine loss of the fast path (auto: grouped on CUDA where it can run, else sorted)")
     p.add_argument("--io-images", type=int, default=32, help="images generated for the end-to-end eval/pseudo-label timing")
     p.add_argument("--workers", type=int, default=6, help="reader processes for evaluation and pseudo-labels")
     p.add_argument("--cpu-preset", action="store_true", help="the synthetic presets' network, sizes and dictionary")
@@ -232,6 +238,12 @@ def main(argv=None) -> int:
         from cosuda.train import grouped_loss_available
 
         args.compile = "off" if device.type != "cuda" else ("step" if grouped_loss_available(device) else "model")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

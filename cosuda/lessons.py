@@ -13,7 +13,6 @@ are in `cosuda.plots.method`; the method itself is in `cosuda.method` and `cosud
     Selection, select          which elements of M^c exceed T_cos, and both readings of eq. 10
     selected_fraction          share of selected elements as a function of T_cos
     paper_scale_loss           the two readings of eq. 10 extrapolated to the paper's sizes
-    threshold_slider           lesson 06's T_cos slider (the figure itself: plots.method.threshold_view)
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ from .method import class_similarity, cosine_loss_from_matrices
 
 __all__ = ["setup", "LessonSetup", "class_id", "predict", "confidence_histograms", "exact_thresholds", "pseudo_label_quality",
            "unmatched_classes", "dictionary_bytes", "class_similarity_matrices", "Selection", "select",
-           "selected_fraction", "paper_scale_loss", "threshold_slider", "PAPER_SCALE"]
+           "selected_fraction", "paper_scale_loss", "PAPER_SCALE"]
 
 # DeepLabV2 at the paper's sizes: a 1024x512 Cityscapes image gives a 129x65 feature map (output
 # stride 8) = 8385 target vectors; dict-size 2500 (Table 5); ResNet-101 layer4 has k = 2048.
@@ -329,41 +328,3 @@ def paper_scale_loss(selected_share: float, mean_distance: float, target_rows: i
     selected = elements * selected_share
     return {"elements": elements, "selected": selected, "sum": selected * mean_distance / num_classes,
             "mean": mean_distance if selected > 0 else 0.0}
-
-
-# --------------------------------------------------------------------------------------------
-# The slider of lesson 06
-# --------------------------------------------------------------------------------------------
-def threshold_slider(matrices: Mapping[int, torch.Tensor], t_cos: float = 0.6, num_classes: int = NUM_CLASSES,
-                     step: float = 0.05, **kw):
-    """A T_cos slider over `cosuda.plots.method.threshold_view` (extra keywords go to it): an
-    ipywidgets VBox of the slider and the figure, whose `.result` is the current `Selection`;
-    `.children[0]` is the slider (set its `.value` to move it from code).
-
-    Unlike `plots.method.threshold_widget` (an `ipywidgets.interactive`), the figure is placed
-    into the Output widget with `append_display_data`, not captured while the view draws it.
-    Headless executors (papermill, nbclient, hence the runner) mirror captured output back to
-    the kernel over the channel they are waiting on for the cell's reply, and then sometimes
-    wait forever (jupyter/nbclient#312: two of three papermill runs of lesson 06 hung here).
-    """
-    import ipywidgets
-    import matplotlib.pyplot as plt
-
-    from .plots import method as mplots  # plots imports this module: import when called
-
-    slider = ipywidgets.FloatSlider(value=t_cos, min=-1.0, max=1.0, step=step, description="T_cos",
-                                    continuous_update=False, readout_format=".2f")
-    out = ipywidgets.Output()
-    box = ipywidgets.VBox([slider, out])
-
-    def update(change=None):
-        with plt.ioff():
-            box.result = mplots.threshold_view(matrices, slider.value, num_classes, **kw)
-            fig = plt.gcf()
-        out.outputs = ()
-        out.append_display_data(fig)
-        plt.close(fig)
-
-    slider.observe(update, names="value")
-    update()
-    return box

@@ -33,7 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 API_MODULES = ("cosuda.labels", "cosuda.data", "cosuda.synthetic", "cosuda.models", "cosuda.method",
                "cosuda.method_fast", "cosuda.pseudo", "cosuda.metrics", "cosuda.alignment", "cosuda.adversarial",
                "cosuda.paper_results", "cosuda.config", "cosuda.uda", "cosuda.train", "cosuda.runs",
-               "cosuda.evaluate", "cosuda.predict", "cosuda.distributed", "cosuda.grid", "cosuda.runner",
+               "cosuda.evaluate", "cosuda.predict", "cosuda.distributed", "cosuda.provenance", "cosuda.jobs",
+               "cosuda.executors", "cosuda.cluster", "cosuda.main_job", "cosuda.results", "cosuda.runner",
                "cosuda.toy2d", "cosuda.plots")
 
 FIGURE_COMMENT = re.compile(r"^\s*#\s*Figure:\s*(.+?)\s*$", re.MULTILINE)

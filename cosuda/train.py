@@ -13,9 +13,11 @@ iterations and when the run is interrupted (Ctrl-C, SIGTERM), so `--resume` cont
 run (`--resume auto`: if there is a checkpoint, which is what batch and requeued cluster jobs
 pass). Read `train` -> `_train` (set-up and resume) -> `_loop` (one iteration a pass).
 
-The helpers around finished runs (`ensure_trained`, `load_run_model`, `lesson_source_model`,
-`ensure_pseudo_labels`, `make_pseudo_labels`) live in `cosuda.runs` and are importable from
-here too.
+Every run writes `config.json`: the resolved configuration, what its weights and pseudo-labels
+came from (`inputs`) and the provenance of the run (`cosuda.provenance`: commit, versions, CPU,
+threads, seconds). `python -m cosuda.train --config RUN_DIR/config.json --out DIR` trains that run
+again. A trained run's model is loaded with `load_run_model`, and its pseudo-labels for the target
+train set are written by `make_pseudo_labels` (`--pseudo-labels-from`).
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import distributed as dist
-from .config import (PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, config_from_dict,  # noqa: F401
-                     make_config, parse_value)
+from .config import (PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, config_from_dict, make_config,
+                     parse_sets, resolve_path, validate)
 from .labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
 
 if TYPE_CHECKING:
@@ -363,6 +365,88 @@ def build_network(cfg: RunConfig, weights=None) -> torch.nn.Module:
     kw = {"norm": cfg.norm, "output_stride": cfg.output_stride} if cfg.arch == "deeplabv2" else {}
     return build_model(cfg.arch, backbone=cfg.backbone, num_classes=cfg.num_classes,
                        weights=resolve_weights(cfg.weights) if weights is None else weights, **kw)
+
+
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
+    """(model in eval mode, cfg) of a run, with the weights of its newest checkpoint (or `checkpoint`)."""
+    run_dir = Path(run_dir)
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if path is None or not path.is_file():
+        raise ConfigError(f"no checkpoint in {run_dir / 'checkpoints'}: train the run first")
+    state = read_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    model = build_network(cfg, weights="random")
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def make_pseudo_labels(run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
+                       progress: bool = True) -> Path:
+    """Pseudo-labels (supplementary A) for the target train set from a trained run's model, into
+    `out` (default: the run's pseudo_root, else RUN_DIR/pseudo_labels). Beside them: thresholds.json,
+    quality.json (coverage and accuracy against the target labels, which training never reads) and
+    provenance.json (which model made them: its config, checkpoint and the provenance record)."""
+    from .data import Cityscapes
+    from .provenance import record
+    from .pseudo import generate_pseudo_labels, score_pseudo_labels
+
+    start = time.perf_counter()
+    dev = torch.device(f"cuda:{dist.local_rank()}" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    dist.init_from_env(dev)  # the CLI's main() leaves the group at the end
+    model, cfg = load_run_model(run_dir, dev)
+    paths = resolve_paths(cfg)
+    out = Path(out) if out else (Path(cfg.pseudo_root) if cfg.pseudo_root else Path(run_dir) / "pseudo_labels")
+    dataset = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
+    if dist.world_size() > 1:  # each rank labels a shard; the threshold histograms are summed
+        dataset = torch.utils.data.Subset(dataset, range(dist.rank(), len(dataset), dist.world_size()))
+    generate_pseudo_labels(model, dataset, out, device=dev, progress=progress and dist.is_main(),
+                           num_workers=cfg.num_workers,
+                           reduce_histograms=dist.all_reduce_sum, write_summary=dist.is_main())
+    dist.barrier()
+    if dist.is_main():
+        quality = score_pseudo_labels(out, Cityscapes(paths.target, "train", size=tuple(cfg.target_size)),
+                                      cfg.num_classes)
+        quality["model"] = str(run_dir)
+        (out / "quality.json").write_text(json.dumps(quality, indent=2))
+        _atomic_save({"model": run_input(Path(run_dir)), "quality": quality,
+                      "provenance": record(time.perf_counter() - start, str(dev))}, out / "provenance.json")
+        print(f"pseudo-labels cover {quality['coverage']:.1f}% of the labelled target pixels, "
+              f"{quality['accuracy']:.1f}% of them right (mIoU19 {quality['miou19']:.1f})", flush=True)
+    return out
+
+
+# --- what a run was made from: config.json's "inputs" -----------------------------------------
+RECORDED_KEYS = ("preset", "variant", "seed", "iterations", "weights", "pseudo_root", "t_cos", "dict_size",
+                 "lambda_cos")
+
+
+def run_input(run_dir: Path) -> dict:
+    """A trained run as an input of another (its weights, or the model of its pseudo-labels):
+    its folder, newest checkpoint, the settings that say what it is, its own inputs and commit."""
+    out: dict[str, Any] = {"path": str(run_dir)}
+    ckpt = latest_checkpoint(run_dir)
+    out["checkpoint"] = ckpt.name if ckpt else None
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        config = json.loads(saved.read_text())
+        out.update({k: config.get(k) for k in RECORDED_KEYS})
+        out["inputs"] = config.get("inputs")
+        out["commit"] = (config.get("provenance") or {}).get("commit")
+    return out
+
+
+def run_inputs(cfg: RunConfig) -> dict:
+    """What the run's weights and pseudo-labels are: a run folder's record (`run_input`), the
+    pseudo-label folder's provenance.json, or the plain setting ("imagenet", a file)."""
+    inputs: dict[str, Any] = {"weights": cfg.weights}
+    if cfg.weights not in ("random", "imagenet") and Path(cfg.weights).is_dir():
+        inputs["weights"] = run_input(Path(cfg.weights))
+    if cfg.pseudo_root:
+        made = Path(cfg.pseudo_root) / "provenance.json"
+        inputs["pseudo_labels"] = {"path": cfg.pseudo_root,
+                                   **(json.loads(made.read_text()) if made.is_file() else {"model": None})}
+    return inputs
 
 
 # --- the training state ----------------------------------------------------------------------
@@ -700,7 +784,7 @@ def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precis
     state = build_state(cfg, device, precision)
     start = setup.checkpoint["iteration"] if setup.checkpoint is not None else 0
     if dist.is_main():
-        _open_run_dir(setup.run_dir, state.cfg, preset, start)
+        _open_run_dir(setup.run_dir, state.cfg, preset, start, device)
     source_ds, target_ds, val_ds = setup.datasets
     run = _Run(setup.run_dir, preset or cfg.variant, preset, precision, autocast_factory(precision, device),
                val_ds, alignment_probe(cfg, source_ds, device), start)
@@ -726,10 +810,20 @@ def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precis
     return metrics
 
 
-def _open_run_dir(run_dir: Path, cfg: RunConfig, preset: str | None, start: int) -> None:
+def _open_run_dir(run_dir: Path, cfg: RunConfig, preset: str | None, start: int, device: torch.device) -> None:
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _atomic_save(dict(cfg.to_dict(), preset=preset), run_dir / "config.json")
+    _atomic_save(config_record(cfg, preset, device=device), run_dir / "config.json")
     _truncate_scalars(run_dir / "scalars.jsonl", start)  # a resumed run rewrites what followed
+
+
+def config_record(cfg: RunConfig, preset: str | None, seconds: float | None = None,
+                  device: torch.device | None = None) -> dict:
+    """config.json: the resolved configuration, the preset it came from, its `inputs` and the
+    provenance record (`seconds` once the run has ended: its training time, resumes included)."""
+    from .provenance import record
+
+    return {**cfg.to_dict(), "preset": preset, "inputs": run_inputs(cfg),
+            "provenance": record(seconds, None if device is None else str(device))}
 
 
 def _loop(state: TrainingState, run: _Run, loaders) -> dict:
@@ -837,19 +931,34 @@ def _write_metrics(state: TrainingState, run: _Run, final: bool) -> dict:
     }
     if dist.is_main():
         _atomic_save(metrics, run.run_dir / "metrics.json")
+        if final:  # the provenance with the run's seconds, written once it has ended
+            _atomic_save(config_record(cfg, run.preset, state.seconds, state.device), run.run_dir / "config.json")
     return metrics
 
 
 # --- command line --------------------------------------------------------------------------
-def _parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        parse_value(key.strip(), value.strip())
-        out[key.strip()] = value.strip()
-    return out
+PATH_KEYS = ("data_root", "source_root", "source_image_dir", "target_root", "pseudo_root", "weights")
+
+
+def config_from_file(path: str | Path, sets: dict[str, Any] | None = None) -> tuple[RunConfig, str | None]:
+    """(RunConfig, preset) of a saved config.json (a run's, or a published one), with `sets` on top.
+    Relative paths in it are taken from cosuda's home (published configs write them so); keys it
+    lacks take RunConfig's defaults, keys RunConfig does not know (inputs, provenance) are ignored."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--config {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(saved, dict) or "variant" not in saved:
+        raise ConfigError(f"--config {path}: not a run's config.json (no 'variant')")
+    cfg = config_from_dict(saved)
+    for key in PATH_KEYS:
+        value = getattr(cfg, key)
+        if value and not (key == "weights" and value in ("imagenet", "random")) and not Path(value).is_absolute():
+            setattr(cfg, key, str(resolve_path(value)))
+    cfg = dataclasses.replace(cfg, **(sets or {}))
+    validate(cfg)
+    return cfg, saved.get("preset")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -875,6 +984,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=_HelpFormatter)
     parser.add_argument("--list-presets", action="store_true", help="print one preset name per line")
     parser.add_argument("--preset", help="a name from --list-presets")
+    parser.add_argument("--config", metavar="CONFIG_JSON",
+                        help="train the run a config.json describes (a run's, or one published under "
+                             "docs/results/); --set still applies on top")
     parser.add_argument("--out", help="run directory (checkpoints/, metrics.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a configuration field (repeatable; see --show-config)")
@@ -894,15 +1006,17 @@ def main(argv: list[str] | None = None) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     try:
         if args.pseudo_labels_from:
-            from .runs import make_pseudo_labels
-
             out = make_pseudo_labels(args.pseudo_labels_from, args.out)
             if main_process:
                 print(f"pseudo-labels written to {out}")
             return 0
-        if not args.preset:
-            parser.error("--preset is required (see --list-presets)")
-        cfg = make_config(args.preset, _parse_sets(args.set))
+        if bool(args.preset) == bool(args.config):
+            parser.error("give --preset NAME (see --list-presets) or --config CONFIG_JSON")
+        sets = parse_sets(args.set)
+        if args.config:
+            cfg, args.preset = config_from_file(args.config, sets)
+        else:
+            cfg = make_config(args.preset, sets)
         if args.show_config:
             print(cfg.to_json())
             return 0
@@ -932,19 +1046,6 @@ def main(argv: list[str] | None = None) -> int:
     if main_process:
         print(json.dumps({k: metrics[k] for k in ("iteration", "miou19", "miou16", "miou13")}))
     return 0
-
-
-# The run helpers moved to cosuda.runs (which imports this module): still importable from here.
-_RUN_HELPERS = ("ensure_trained", "load_run_model", "lesson_source_model", "ensure_pseudo_labels",
-                "make_pseudo_labels")
-
-
-def __getattr__(name: str):
-    if name in _RUN_HELPERS:
-        from . import runs
-
-        return getattr(runs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
     iterations = iterations or SYNTHETIC_STAGES["source_iterations"]
     from .exercises.student import write_student_versions
     from .synthetic import DEFAULT_ROOT, ensure
-    from .runs import ensure_trained, make_pseudo_labels
+    from .runs import ensure_trained
+    from .train import make_pseudo_labels
 
     timings: dict[str, float] = {}
 

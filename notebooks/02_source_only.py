@@ -41,10 +41,10 @@ seed: int = 0  # seeds the initialisation and the order of the images
 data_root: str = ""  # empty: the preset's data (the synthetic benchmark, generated if missing)
 eval_max_items: int = 0  # evaluate on the first N target val images (0: the whole split)
 source_eval_items: int = 40  # source images for the source-vs-target comparison
-oracle_run: str = ""  # a finished oracle run (e.g. runs/reproduce/oracle-seed0) to compare with
+oracle_run: str = ""  # a finished oracle run (e.g. runs/grid/gta5/oracle/seed0) to compare with
 n_examples: int = 3  # target val images shown with their predictions
 keep_checkpoints: int = 1  # checkpoints kept in run_dir (each ~38 MB for the synthetic preset)
-grid_root: str = "docs/results/synthetic"  # the committed grid (cosuda.grid.publish); empty: skip that section
+grid_root: str = "docs/results/synthetic"  # the committed grid (cosuda.results.publish); empty: skip that section
 task: str = "gta5"  # the grid's task: gta5 or synthia
 run_dir: str = "runs/notebooks/02_source_only"  # where the run is written; a finished run is reused
 
@@ -56,12 +56,13 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from cosuda import grid, plots
+from cosuda import plots, results
 from cosuda.config import REPO_ROOT, make_config, resolve_path, run_overrides
 from cosuda.data import GTA5, SYNTHIA, Cityscapes
 from cosuda.labels import CLASS_NAMES
 from cosuda.metrics import evaluate, iou_markdown
-from cosuda.train import ensure_trained, load_run_model, resolve_paths
+from cosuda.runs import ensure_trained
+from cosuda.train import load_run_model, resolve_paths
 
 torch.manual_seed(seed)
 
@@ -183,15 +184,15 @@ fig = plots.qualitative(images, {"ground truth": truths, f"{run_cfg.variant} pre
 # the domain gap hurts (mean over the seeds published so far; the seeds are listed).
 
 # %%
-grid_runs = grid.load(task, resolve_path(grid_root)) if grid_root else {}
+grid_runs = results.load(resolve_path(grid_root), task) if grid_root else {}
 missing = [v for v in ("source-only", "oracle") if v not in grid_runs]
 if missing:
-    display(Markdown(plots.missing_note(missing, f"{grid_root}/{task}")))
+    display(Markdown(results.missing_note(missing, f"{grid_root}/{task}")))
 else:
     display(Markdown(f"**Synthetic grid, {task.upper()}-like → Cityscapes-like** (this repository, final snapshot, "
                      "IoU % on the 100 target val images; not the paper's numbers):\n\n"
-                     + plots.transfer_markdown(grid_runs, "source-only", "oracle")))
-    so, orc = plots.per_class_mean(grid_runs, "source-only"), plots.per_class_mean(grid_runs, "oracle")
+                     + results.transfer_markdown(grid_runs, "source-only", "oracle")))
+    so, orc = results.per_class_mean(grid_runs, "source-only"), results.per_class_mean(grid_runs, "oracle")
     kept = 100 * so / np.where(orc > 0, orc, np.nan)
     print(f"source-only {np.nanmean(so):.1f} vs oracle {np.nanmean(orc):.1f} mIoU19 (seeds "
           f"{sorted(grid_runs['source-only'])}): the source model keeps {100 * np.nanmean(so) / np.nanmean(orc):.0f}% "
@@ -202,7 +203,7 @@ else:
 # %%
 # Figure: per-class IoU of the grid's source-only model and of the oracle on target val (mean over the published seeds).
 fig = plots.per_class_bars({f"{name} (grid, seeds {','.join(map(str, sorted(grid_runs.get(v, {})))) or 'none'})":
-                            plots.per_class_mean(grid_runs, v) for name, v in (("source-only", "source-only"),
+                            results.per_class_mean(grid_runs, v) for name, v in (("source-only", "source-only"),
                                                                                ("oracle", "oracle"))});
 
 # %% [markdown]

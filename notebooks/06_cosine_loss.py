@@ -144,7 +144,7 @@ selection
 # and with a slider (in a live notebook; a static page shows the first view only):
 
 # %%
-lessons.threshold_slider(M, t_cos, classes=largest)
+mplots.threshold_slider(M, t_cos, classes=largest)
 
 # %% [markdown]
 # ## The loss value, two ways

@@ -52,7 +52,7 @@ eval_max_items: int = 0  # evaluate on the first N target val images (0: the who
 show_fcn8s: bool = False  # build FCN-8s-VGG16 (134M parameters, ~8 s) to print its three feature maps
 keep_checkpoints: int = 1  # checkpoints kept in run_dir (each ~38 MB for the synthetic preset)
 run_dir: str = "runs/notebooks/07_adapt"  # where the run is written; a finished run is reused
-grid_root: str = "docs/results/synthetic"  # the committed grid (cosuda.grid.publish); empty: skip that section
+grid_root: str = "docs/results/synthetic"  # the committed grid (cosuda.results.publish); empty: skip that section
 task: str = "gta5"  # the grid's task: gta5 or synthia
 
 # %%
@@ -64,12 +64,12 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from cosuda import grid, plots
+from cosuda import plots, results
 from cosuda.config import make_config, resolve_path, run_overrides
 from cosuda.method import layer_thresholds
 from cosuda.metrics import PAPER_RESULTS, iou_markdown
 from cosuda.paper_results import paper_metric, paper_miou
-from cosuda.train import ensure_pseudo_labels, ensure_trained
+from cosuda.runs import ensure_pseudo_labels, ensure_trained
 
 torch.manual_seed(seed)
 
@@ -236,10 +236,10 @@ if show_fcn8s:
 # the other; every table and figure lists the seeds it uses.
 
 # %%
-grid_runs = grid.load(task, resolve_path(grid_root)) if grid_root else {}
+grid_runs = results.load(resolve_path(grid_root), task) if grid_root else {}
 grid_metric = paper_metric(task)
 shown = ["source-only", "only-ssl", "ours", "ours11"]
-note = plots.missing_note([v for v in shown if v not in grid_runs], f"{grid_root}/{task}")
+note = results.missing_note([v for v in shown if v not in grid_runs], f"{grid_root}/{task}")
 if note:
     display(Markdown(note))
 for v in shown:
@@ -263,10 +263,10 @@ fig = plots.grid_curves(grid_runs, ["source-only", "only-ssl", "ours"], metric=g
 
 # %%
 wanted = {("ours", "only-ssl"), ("ours", "source-only"), ("only-ssl", "source-only"), ("ours11", "source-only")}
-pair_rows = plots.paired_rows(grid_runs, [p for p in grid.PAIRS if p[:2] in wanted], grid_metric, task)
-display(Markdown(plots.paired_markdown(pair_rows, grid_metric)))
+pair_rows = results.paired_rows(grid_runs, [p for p in results.PAIRS if p[:2] in wanted], grid_metric, task)
+display(Markdown(results.paired_markdown(pair_rows, grid_metric)))
 for r in pair_rows:
-    print(plots.effect_sentence(r, grid_metric))
+    print(results.effect_sentence(r, grid_metric))
 
 # %%
 # Figure: paired differences between grid rows, per seed (dots), mean with 95 % interval, and the paper's real-data difference.
@@ -283,20 +283,19 @@ fig = plots.paired_figure(pair_rows, grid_metric);
 # Each evaluation of a grid run records the mean of every loss term since the previous one
 # (`history[i]["losses"]`: `seg_s`, `seg_t`, `cos` unweighted, `total`). The share of
 # $\lambda_{cos}\mathcal{L}_{cos}$ in the total says how hard the cosine term pulls compared
-# with the segmentation losses. `metrics.json` keeps no configuration, but the total is the
-# weighted sum of the terms, so each run's $\lambda_{cos}$ is recovered from its losses
-# (`plots.lambda_from_losses`) and printed.
+# with the segmentation losses. Each run's $\lambda_{cos}$ is read from the `config.json`
+# published beside its `metrics.json` (`results.setting`).
 
 # %%
 # Figure: share of lambda_cos * L_cos in the total loss over the grid's training (left) and Ours' weighted terms (right).
 fig = plots.loss_share_figure(grid_runs, ["only-ssl", "ours", "ours11"], detail="ours");
 print(f"the preset's lambda_cos now: {make_config('synthetic-ours').lambda_cos:g}")
 for v in ("ours", "ours11"):
-    seeds_v = plots.seed_list(grid_runs, v)
-    shares = [s for s in (plots.cos_share(m)[1] for m in seeds_v) if s]
+    seeds_v = results.seed_list(grid_runs, v)
+    shares = [s for s in (results.cos_share(m)[1] for m in seeds_v) if s]
     if shares:
-        lams = sorted({round(plots.lambda_from_losses(m) or 0, 3) for m in seeds_v})
-        print(f"{v}: trained with lambda_cos {'/'.join(f'{x:g}' for x in lams)} (recovered from its logged losses); "
+        lams = sorted({results.setting(m, "lambda_cos") for m in seeds_v})
+        print(f"{v}: trained with lambda_cos {'/'.join(f'{x:g}' for x in lams)} (its config.json); "
               f"lambda_cos * L_cos is {np.mean([s[0] for s in shares]):.1f}% of the total loss over the first "
               f"evaluation interval and {np.mean([s[-1] for s in shares]):.1f}% over the last (mean over "
               f"{len(shares)} seed(s))")
@@ -318,7 +317,7 @@ for v in ("ours", "ours11"):
 # %%
 # Figure: alignment measures over the grid's training for source-only, only SSL, Ours and Ours-(11).
 fig = plots.alignment_figure(grid_runs, shown);
-display(Markdown(plots.alignment_markdown(grid_runs, shown)))
+display(Markdown(results.alignment_markdown(grid_runs, shown)))
 
 # %% [markdown]
 # **Figure 7.** Left: the share of target val pixels whose nearest source vector has their
@@ -327,13 +326,13 @@ display(Markdown(plots.alignment_markdown(grid_runs, shown)))
 # variant; line = mean over seeds, band = min–max.
 
 # %%
-final = {v: np.mean([(m.get("alignment") or {}).get("nn_accuracy", np.nan) for m in plots.seed_list(grid_runs, v)])
+final = {v: np.mean([(m.get("alignment") or {}).get("nn_accuracy", np.nan) for m in results.seed_list(grid_runs, v)])
          for v in shown if v in grid_runs}
 row = next((r for r in pair_rows if (r["a"], r["b"]) == ("ours", "only-ssl")), None)
 if row is None:
     print("Ours and only SSL are not both published yet: the verdict waits for them.")
 else:
-    print("mIoU: " + plots.effect_sentence(row, grid_metric))
+    print("mIoU: " + results.effect_sentence(row, grid_metric))
     if "only-ssl" in final and "ours" in final:
         d = final["ours"] - final["only-ssl"]
         print(f"alignment: {final['ours']:.1f}% of target pixels nearest a source vector of their class with Ours, "

@@ -36,48 +36,31 @@
 # %% tags=["parameters"]
 variants: list = ["ours", "wo-dict", "wo-split", "with-adv", "only-ssl", "ssl-adv", "source-only", "oracle"]  # rows
 live: bool = False  # train every row here (smoke-sized defaults) instead of reading the committed grid
-grid_root: str = "docs/results/synthetic"  # the committed grid (cosuda.grid.publish): <task>/<variant>/seed<N>/
-seeds: list = [0]  # live runs: one run per variant and seed (the reproduction uses [0, 1, 2])
-iterations: int = 4  # live runs: training iterations per run (the grid: 600 from a 1200-iteration stage 1)
-eval_every: int = 2  # live runs: evaluate on target val every this many iterations (the curves)
+grid_root: str = "docs/results/synthetic"  # a runs root (<task>/<variant>/seed<N>/): the committed grid, or runs/grid
+seeds: list = [0]  # live runs: one run per variant and seed (the committed grid: [0, 1, 2])
+source_iterations: int = 4  # live runs: the stage-1 source-only model of each seed (the grid: 1200)
+iterations: int = 4  # live runs: training iterations of every row from it (the grid: 600)
+evaluations: int = 2  # live runs: evaluations on target val per run, the points of the curves (the grid: 4)
 eval_max_items: int = 10  # live runs: evaluate on the first N target val images (0: the whole split)
-task: str = "synthetic"  # live runs: preset prefix: synthetic, gta5-deeplabv2, synthia-deeplabv2, gta5-fcn8s, ...
-data_root: str = ""  # live runs: empty: the preset's data; real tasks: the folder with gta5/ synthia/ cityscapes/
-pseudo_root: str = "runs/lessons/pseudo_labels"  # live runs: pseudo-labels for the SSL rows (made from source_run if missing)
-source_run: str = "runs/lessons/source-only"  # live runs: the source-only model that makes missing pseudo-labels
-source_iterations: int = 150  # live runs: its iterations if it must be trained (synthetic only)
-results_dir: str = ""  # a folder of finished runs (<variant>-seed<N>/metrics.json, e.g. runner reproduce): only read
-keep_models: bool = False  # live runs: keep each finished run's checkpoint (~38 MB each); the tables need metrics.json
-run_dir: str = "runs/notebooks/08_ablations"  # live runs: where they go (one folder per variant and seed)
+preset_prefix: str = "synthetic"  # live runs: synthetic, or gta5-deeplabv2, synthia-deeplabv2, gta5-fcn8s, ...
+data_root: str = ""  # live runs: empty: the preset's data; real data: the folder with gta5/ synthia/ cityscapes/
+run_dir: str = "runs/notebooks/08_ablations"  # live runs: their runs root (<task>/<variant>/seed<N>/)
 
 # %%
 
 import torch
 from IPython.display import Markdown, display
 
-from cosuda import grid, plots
-from cosuda.config import PRESETS, VARIANTS, resolve_path
+from cosuda import executors, jobs, plots, results
+from cosuda.config import VARIANTS, resolve_path, variant_label
+from cosuda.jobs import GRID_VARIANTS
 from cosuda.metrics import PAPER_RESULTS
-from cosuda.paper_results import paper_metric
-from cosuda.runner import collect
-from cosuda.runs import train_rows
 
 torch.manual_seed(0)
 
-TABLE4_NAMES = {"ours": "Ours (full model)", "wo-dict": "w/o Dictionary", "wo-split": "w/o Class-wise Split",
-                "with-adv": "with Adversarial", "only-ssl": "only SSL", "ssl-adv": "SSL with Adversarial",
-                "source-only": "source-only (same budget)", "oracle": "oracle (target labels)",
-                "adversarial": "Adversarial (Table 1)", "ours11": "Ours-(11) (Table 1)"}
 unknown = [v for v in variants if v not in VARIANTS]
 if unknown:
     raise ValueError(f"unknown variant {unknown[0]!r}: variants are {', '.join(VARIANTS)}")
-if live or results_dir:
-    missing_presets = [v for v in variants if f"{task}-{v}" not in PRESETS]
-    if missing_presets:
-        raise ValueError(f"no preset {task}-{missing_presets[0]}: tasks are synthetic, gta5-deeplabv2, gta5-fcn8s, "
-                         "synthia-deeplabv2, synthia-fcn8s")
-    arch = "fcn8s" if "fcn8s" in task else "deeplabv2"
-    source = "synthia" if task.startswith("synthia") else "gta5"  # the synthetic presets' source is GTA5-like
 for v in variants:
     f = VARIANTS[v]
     print(f"{v:12s} source seg {str(f.source_seg):5s}  target seg {f.target_seg:6s}  cos {f.cos:7s}  "
@@ -87,38 +70,33 @@ for v in variants:
 # ## The runs
 #
 # By default: the committed grid, GTA5-like task (and the SYNTHIA-like one where it has been
-# published). `with Adversarial` is not part of the synthetic grid (`cosuda.grid.GRID_VARIANTS`):
-# its row stays empty unless you train it live. With `live=True` each variant and seed is
-# trained into `run_dir/<variant>-seed<N>` (a finished run there is reused); the SSL rows
-# share one set of pseudo-labels from one separately trained source-only model, as in the
-# paper.
+# published). `with Adversarial` is not part of the synthetic grid (`cosuda.GRID_VARIANTS`):
+# its row stays empty unless you train it live. With `live=True` the rows are planned as the
+# grid plans them (`cosuda.jobs.plan`: per seed a stage-1 source-only model, its pseudo-labels,
+# every row from it) and run in this process (`executors.run(..., "inline")`) into
+# `run_dir/<task>/<variant>/seed<N>`; a finished run there is reused.
 
 # %%
+root = resolve_path(run_dir if live else grid_root)
+if live:
+    plan = jobs.plan(root, "gta5", variants, seeds, preset_prefix=preset_prefix, source_iterations=source_iterations,
+                     iterations=iterations, pseudo_from="source-only", sets={"eval_max_items": eval_max_items},
+                     data_root=str(resolve_path(data_root)) if data_root else "", evaluations=evaluations)
+    executors.run(plan, "inline")
 sources = {}  # label -> (runs {variant: {seed: metrics}}, the paper's task, arch, metric)
-if results_dir or live:
-    out = resolve_path(results_dir or run_dir)
-    if live and not results_dir:
-        train_rows({v: (f"{task}-{v}", {}) for v in variants}, seeds, out, iterations, eval_every, data_root,
-                   eval_max_items, resolve_path(pseudo_root), resolve_path(source_run), source_iterations, keep_models)
-    found = {v: {m["seed"]: m for m in ms} for v, ms in collect(out).items()}
-    sources[f"{task} runs in {out.name}"] = (found, source, arch, paper_metric(source, arch))
-else:
-    root = resolve_path(grid_root)
-    for t in ("gta5", "synthia"):
-        if (root / t).is_dir():
-            sources[f"synthetic grid, {t.upper()}-like → Cityscapes-like"] = (grid.load(t, root), t, "deeplabv2",
-                                                                              paper_metric(t))
-    if not sources:
-        sources["synthetic grid, GTA5-like → Cityscapes-like"] = ({}, "gta5", "deeplabv2", "miou19")
+for t in results.tasks(root) or ["gta5"]:
+    ctx = results.table_context({}, t)
+    label = f"{'synthetic grid' if ctx['synthetic'] else 'runs'}, {ctx['task']}" + (" (trained here)" if live else "")
+    sources[label] = (results.load(root, t), ctx["source"], ctx["arch"], ctx["metric"])
 for label, (runs, src, arch, metric) in sources.items():
     rows_here = [v for v in variants if v in runs]
     print(f"{label}: {metric}; " + ", ".join(f"{v} (seeds {','.join(map(str, sorted(runs[v])))})" for v in rows_here))
-    absent = [v for v in variants if v not in runs and (live or results_dir or v in grid.GRID_VARIANTS)]
+    absent = [v for v in variants if v not in runs and (live or v in GRID_VARIANTS)]
     if absent:
-        display(Markdown(plots.missing_note(absent, label, plots.grid_command(src))))
+        display(Markdown(results.missing_note(absent, label, results.grid_command(src))))
 main_label = next(iter(sources))
 runs, source, arch, metric = sources[main_label]
-not_in_grid = {v: "not in the synthetic grid (train it with live=True)" for v in variants if v not in grid.GRID_VARIANTS}
+not_in_grid = {v: "not in the synthetic grid (train it with live=True)" for v in variants if v not in GRID_VARIANTS}
 
 # %% [markdown]
 # ## Table 4, beside the paper
@@ -133,17 +111,16 @@ not_in_grid = {v: "not in the synthetic grid (train it with live=True)" for v in
 for label, (task_runs, src, net, m) in sources.items():
     display(Markdown(f"**{label}** ({'this repository' if not live else 'trained here'}, {m.replace('miou', 'mIoU')} %; "
                      f"the paper's columns are real data, {src.upper()}→Cityscapes):\n\n"
-                     + plots.table_beside_paper(task_runs, variants, task=src, reference="only-ssl", metric=m,
-                                                names=TABLE4_NAMES, arch=net,
-                                                missing_text=None if live or results_dir else not_in_grid)))
+                     + results.table_beside_paper(task_runs, variants, task=src, reference="only-ssl", metric=m,
+                                                arch=net, missing_text=None if live else not_in_grid)))
 
 # %%
 # Figure: final target mIoU of each Table 4 row on the synthetic benchmark (mean ± std, dots = seeds) beside the paper's Table 4 (real data).
 table4, table1 = PAPER_RESULTS["table4"][arch], PAPER_RESULTS["table1"][arch]
 shown = list(variants)  # unpublished rows stay, empty on the left (n=0), so the paper's panel is complete
-paper_columns = {"GTA5→CS": {TABLE4_NAMES.get(v, v): (table4.get(v) or table1.get(v) or {}).get("gta5") for v in shown},
-                 "SYNTHIA→CS": {TABLE4_NAMES.get(v, v): (table4.get(v) or table1.get(v) or {}).get("synthia") for v in shown}}
-fig = plots.beside_paper({TABLE4_NAMES.get(v, v): [m[metric] for m in plots.seed_list(runs, v)] for v in shown},
+paper_columns = {"GTA5→CS": {variant_label(v): (table4.get(v) or table1.get(v) or {}).get("gta5") for v in shown},
+                 "SYNTHIA→CS": {variant_label(v): (table4.get(v) or table1.get(v) or {}).get("synthia") for v in shown}}
+fig = plots.beside_paper({variant_label(v): [m[metric] for m in results.seed_list(runs, v)] for v in shown},
                          paper_columns, synthetic_label=main_label, metric=metric.replace("miou", "mIoU"),
                          paper_label=f"paper, real data ({'DeepLabV2-ResNet101' if arch == 'deeplabv2' else 'FCN-8s-VGG16'})");
 
@@ -167,10 +144,10 @@ claims = [("ours", "only-ssl", "the cosine loss on top of SSL"), ("ours", "wo-di
           ("ours", "wo-split", "the class-wise split"), ("wo-dict", "wo-split", "Table 4's order of the two"),
           ("wo-split", "only-ssl", "the unsplit cosine loss"), ("only-ssl", "ssl-adv", "adding the adversarial loss hurts"),
           ("ours", "with-adv", "adding the adversarial loss hurts"), ("only-ssl", "source-only", "self-training")]
-claim_rows = plots.paired_rows(runs, claims, metric, source, arch)
-display(Markdown(plots.paired_markdown(claim_rows, metric)))
+claim_rows = results.paired_rows(runs, claims, metric, source, arch)
+display(Markdown(results.paired_markdown(claim_rows, metric)))
 for r in claim_rows:
-    print(plots.effect_sentence(r, metric))
+    print(results.effect_sentence(r, metric))
 if not claim_rows:
     print("no pair of Table 4 rows is published yet")
 
@@ -218,6 +195,6 @@ fig = plots.grid_curves(runs, [v for v in variants if v in runs], metric=metric,
 #   includes 0, the benchmark does not separate the two rows, whatever the paper found on
 #   Cityscapes; the printout above says which of Table 4's claims hold here.
 # - More seeds: `python -m cosuda.runner grid --task gta5 --seeds 0 1 2 3 4 --publish
-#   docs/results/synthetic`, then re-run this notebook. On real data (GPU): `-p live True
-#   -p task gta5-deeplabv2 -p data_root /data -p iterations 120000 -p eval_every 2000
-#   -p eval_max_items 0 -p pseudo_root runs/gta5/pseudo_labels`.
+#   docs/results/synthetic`, then re-run this notebook. On real data (GPU): `python -m
+#   cosuda.runner grid --preset-prefix gta5-deeplabv2 --data-root /data --executor gpus`, then
+#   this notebook with `-p grid_root runs/grid`.

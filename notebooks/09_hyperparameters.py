@@ -26,8 +26,9 @@
 # `dict<D>`): `synthetic-ours` (eq. 12) trained like the grid's Ours row (600 iterations
 # from the seed's stage-1 model, the same pseudo-labels) with one knob moved. The default
 # point ($\mathcal{T}_{cos}$ 0.6, dict-size 200) is the grid's `ours` row itself, so every
-# sweep point is also a paired difference to it. `-p live True` trains the sweep here
-# instead (smoke-sized defaults).
+# sweep point is also a paired difference to it. Each run's settings are read from the
+# `config.json` beside its `metrics.json`, never from its folder name. `-p live True` trains
+# the sweep here instead, through the same planner as the grid (smoke-sized defaults).
 #
 # **Honest labelling.** Synthetic numbers, not the paper's; the dict-size values are scaled
 # to the synthetic feature maps (next section), so only the *shape* of the curves can be
@@ -35,23 +36,16 @@
 
 # %% tags=["parameters"]
 live: bool = False  # train the sweep here (smoke-sized defaults) instead of reading the committed sweep
-grid_root: str = "docs/results/synthetic"  # committed runs: gta5/ours/seed<N>/; the sweep in <grid_root>-sweeps/gta5/
+grid_root: str = "docs/results/synthetic"  # a runs root: gta5/ours/seed<N>/, the sweep in <grid_root>-sweeps/gta5/
 t_cos_values: list = [0.5, 0.7]  # live: T_cos values to train (Table 6: [0.5, 0.55, 0.6, 0.65, 0.7])
 dict_sizes: list = [100, 500]  # live: dict-size values, scaled to the synthetic maps (full: [100, 200, 300, 400, 500])
-fixed_t_cos: float = 0.6  # T_cos while dict-size is swept (Table 6 and the synthetic preset: 0.6)
-fixed_dict_size: int = 200  # dict-size while T_cos is swept (Table 6: 2500; the synthetic preset: 200)
 seeds: list = [0]  # live: one run per value and seed
-iterations: int = 4  # live: training iterations per run (the committed sweep: 600 from a 1200-iteration stage 1)
-eval_every: int = 4  # live: evaluate on target val every this many iterations
+source_iterations: int = 4  # live: the stage-1 source-only model of each seed (the committed sweep: 1200)
+iterations: int = 4  # live: training iterations per run from it (the committed sweep: 600)
+evaluations: int = 1  # live: evaluations on target val per run (the committed sweep: 4)
 eval_max_items: int = 10  # live: evaluate on the first N target val images (0: the whole split)
-preset: str = "synthetic-ours"  # the method (eq. 12); real data: gta5-deeplabv2-ours with data_root
-data_root: str = ""  # live: empty: the preset's data; real data: the folder with gta5/ synthia/ cityscapes/
-pseudo_root: str = "runs/lessons/pseudo_labels"  # live: pseudo-labels of the target train set (made if missing)
-source_run: str = "runs/lessons/source-only"  # live: the source-only model that makes missing pseudo-labels
-source_iterations: int = 150  # live: its iterations if it must be trained (synthetic only)
-results_dir: str = ""  # a folder of finished sweep runs (tcos<T>-dict<D>-seed<N>/): only read and plot
-keep_models: bool = False  # live: keep each finished run's checkpoint (~38 MB each); the tables need metrics.json
-run_dir: str = "runs/notebooks/09_hyperparameters"  # live: where the sweep's runs go
+data_root: str = ""  # live: empty: the synthetic benchmark
+run_dir: str = "runs/notebooks/09_hyperparameters"  # live: the runs root (gta5/ours/seed<N>/, and <run_dir>-sweeps/)
 
 # %%
 import math
@@ -59,17 +53,15 @@ import math
 import torch
 from IPython.display import Markdown, display
 
-from cosuda import grid, plots
+from cosuda import executors, jobs, plots, results
 from cosuda.config import make_config, resolve_path
 from cosuda.metrics import PAPER_RESULTS
-from cosuda.runner import collect
-from cosuda.runs import train_rows
 
 torch.manual_seed(0)
 
+preset = "synthetic-ours"  # the method, eq. 12
 base = make_config(preset)
 paper6 = PAPER_RESULTS["table6"]
-defaults = {"t_cos": float(fixed_t_cos), "dict_size": int(fixed_dict_size)}
 print(f"{preset}: T_cos {base.t_cos}, dict-size {base.dict_size}, lambda_cos {base.lambda_cos}; "
       f"source images {base.source_size[0]}x{base.source_size[1]}, output stride {base.output_stride}")
 print(f"paper (Table 6, real data): T_cos {sorted(paper6['t_cos'])} at dict-size 2500, "
@@ -103,36 +95,31 @@ for d in sorted({*dict_sizes, base.dict_size}):
 # %% [markdown]
 # ## The sweep
 #
-# Committed runs by default. With `live=True`: one run per (T_cos, dict-size) pair and seed,
-# named `tcos<T>-dict<D>-seed<N>`; the point shared by both sweeps is trained once.
+# Committed runs by default. With `live=True`: the planner's grid with the `ours` row only
+# (the default point) and the sweep (`cosuda.jobs.plan(..., sweeps=...)`), every point from the
+# seed's stage-1 model with its pseudo-labels, run in this process (`executors.run(...,
+# "inline")`); a finished run is kept and reused.
 
 # %%
-if results_dir or live:
-    out = resolve_path(results_dir or run_dir)
-    if live and not results_dir:
-        points_to_train = sorted({(float(t), int(fixed_dict_size)) for t in t_cos_values}
-                                 | {(float(fixed_t_cos), int(d)) for d in dict_sizes})
-        rows = {f"tcos{t:g}-dict{d}": (preset, {"t_cos": t, "dict_size": d}) for t, d in points_to_train}
-        train_rows(rows, seeds, out, iterations, eval_every, data_root, eval_max_items, resolve_path(pseudo_root),
-                   resolve_path(source_run), source_iterations, keep_models)
-    sweep = {name: {m["seed"]: m for m in ms} for name, ms in collect(out).items()}
-    default_runs = None  # the default point is one of the sweep's runs
-    where = str(out)
-else:
-    root = resolve_path(grid_root)
-    sweep_root = grid.sweeps_dest(grid_root)  # relative, as given: for the messages
-    sweep = grid.load("gta5", resolve_path(sweep_root))
-    default_runs = grid.load("gta5", root).get("ours")
-    where = f"{sweep_root}/gta5 (default point: {grid_root}/gta5/ours)"
-    if not sweep:
-        display(Markdown(f"**Not published yet:** the T_cos and dict-size sweeps in `{sweep_root}/gta5/`. "
-                         "Each point is the grid's `ours` row trained with one knob moved (`python -m cosuda.runner "
-                         "grid --task gta5 --variants ours11 ours --seeds 0 1 2 --sweep t_cos=0.5,0.7 --publish "
-                         f"{grid_root}`), its metrics.json published as `gta5/tcos0.5/seed<N>/` (or `dict<D>`). "
-                         "Until then the table and the figures show the default point only."))
-    if not default_runs:
-        display(Markdown(plots.missing_note(["ours (the default point)"], f"{grid_root}/gta5")))
-points = plots.sweep_points(sweep, default_runs, "miou19", defaults)
+root = resolve_path(run_dir if live else grid_root)
+if live:
+    plan = jobs.plan(root, "gta5", ["ours"], seeds, source_iterations=source_iterations, iterations=iterations,
+                     pseudo_from="source-only", sweeps={"t_cos": t_cos_values, "dict_size": dict_sizes},
+                     sets={"eval_max_items": eval_max_items}, data_root=str(resolve_path(data_root)) if data_root else "",
+                     evaluations=evaluations)
+    executors.run(plan, "inline")
+sweep = results.load(jobs.sweep_root(root), "gta5")
+default_runs = results.load(root, "gta5").get("ours")
+where = f"{jobs.sweep_root(root)}/gta5 (default point: {root}/gta5/ours)"
+if not sweep:
+    display(Markdown(f"**Not published yet:** the T_cos and dict-size sweeps in `{jobs.sweep_root(grid_root)}/gta5/`. "
+                     "Each point is the grid's `ours` row trained with one knob moved (`python -m cosuda.runner "
+                     "grid --task gta5 --variants ours11 ours --seeds 0 1 2 --sweep t_cos=0.5,0.7 --publish "
+                     f"{grid_root}`), published as `gta5/tcos0.5/seed<N>/` (or `dict<D>`). "
+                     "Until then the table and the figures show the default point only."))
+if not default_runs:
+    display(Markdown(results.missing_note(["ours (the default point)"], f"{grid_root}/gta5")))
+points, defaults = results.sweep_points(sweep, default_runs, "miou19")
 print(f"runs read from {where}: " + "; ".join(f"{k}: {sorted(v)}" for k, v in points.items()))
 
 # %% [markdown]
@@ -143,7 +130,7 @@ print(f"runs read from {where}: " + "; ".join(f"{k}: {sorted(v)}" for k, v in po
 
 # %%
 display(Markdown("**Synthetic benchmark** (this repository; not the paper's numbers):\n\n"
-                 + plots.sweep_markdown(points, paper6, defaults)))
+                 + results.sweep_markdown(points, paper6, defaults)))
 
 # %%
 # Figure: final target mIoU19 against T_cos on the synthetic benchmark (dots = seeds) beside the paper's Table 6.
@@ -179,6 +166,5 @@ fig = plots.sweep_beside_paper("dict-size", {d: list(v.values()) for d, v in poi
 #   of vectors each class keeps, which depends on the feature map size and the class mix.
 # - A live sweep at full length: `papermill notebooks/09_hyperparameters.ipynb runs/09.ipynb
 #   -p live True -y "{t_cos_values: [0.5, 0.55, 0.65, 0.7], dict_sizes: [100, 300, 400, 500], seeds: [0, 1, 2]}"
-#   -p iterations 600 -p eval_every 150 -p eval_max_items 0`. These start from ImageNet
-#   weights; the committed sweep's runs start from the stage-1 models, as every run of
-#   `python -m cosuda.runner grid` does.
+#   -p source_iterations 1200 -p iterations 600 -p evaluations 4 -p eval_max_items 0`: the same
+#   plan as `python -m cosuda.runner grid ... --sweep`, run in the kernel.

@@ -36,16 +36,16 @@
 # smoke-sized defaults (a few iterations: noise).
 
 # %% tags=["parameters"]
-live: bool = False  # train both variants here (smoke-sized defaults) instead of reading the committed grid
-grid_root: str = "docs/results/synthetic"  # the committed grid (cosuda.grid.publish): <task>/<variant>/seed<N>/
-seeds: list = [0]  # live: one run per variant and seed; both variants share each seed
-iterations: int = 6  # live: training iterations per run (the grid: 600 from a 1200-iteration stage 1)
-eval_every: int = 3  # live: evaluate on target val every this many iterations
+live: bool = False  # train the rows here (smoke-sized defaults) instead of reading the committed grid
+grid_root: str = "docs/results/synthetic"  # a runs root (<task>/<variant>/seed<N>/): the committed grid, or runs/grid
+seeds: list = [0]  # live: one run per variant and seed; the rows of a seed share its stage-1 model
+source_iterations: int = 4  # live: the stage-1 source-only model of each seed (the grid: 1200)
+iterations: int = 6  # live: training iterations of every row from it (the grid: 600)
+evaluations: int = 2  # live: evaluations on target val per run (the grid: 4)
 eval_max_items: int = 10  # live: evaluate on the first N target val images (0: the whole split)
-task: str = "synthetic"  # live: preset prefix: synthetic, gta5-deeplabv2, synthia-deeplabv2, gta5-fcn8s, ...
-data_root: str = ""  # live: empty: the preset's data; real tasks: the folder with gta5/ synthia/ cityscapes/
-results_dir: str = ""  # a folder of finished runs (adversarial-seed<N>/, ours11-seed<N>/): only read and plot
-run_dir: str = "runs/notebooks/10_adversarial"  # live: where the runs go
+preset_prefix: str = "synthetic"  # live: synthetic, or gta5-deeplabv2, synthia-deeplabv2, gta5-fcn8s, ...
+data_root: str = ""  # live: empty: the preset's data; real data: the folder with gta5/ synthia/ cityscapes/
+run_dir: str = "runs/notebooks/10_adversarial"  # live: their runs root (<task>/<variant>/seed<N>/)
 
 # %%
 
@@ -53,19 +53,16 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from cosuda import adversarial, grid, plots
+from cosuda import adversarial, executors, jobs, plots, results
 from cosuda.config import make_config, resolve_path
 from cosuda.data import GTA5, SYNTHIA, Cityscapes
 from cosuda.metrics import PAPER_RESULTS, iou_markdown
-from cosuda.paper_results import paper_metric
-from cosuda.runner import collect
-from cosuda.runs import load_run_model, train_rows
-from cosuda.train import latest_checkpoint, resolve_paths
+from cosuda.train import latest_checkpoint, load_run_model, resolve_paths
 
 torch.manual_seed(0)
 
 variants = ["adversarial", "ours11"]
-cfg_adv = make_config(f"{task}-adversarial")
+cfg_adv = make_config(f"{preset_prefix}-adversarial")
 arch = cfg_adv.arch
 
 # %% [markdown]
@@ -80,7 +77,7 @@ arch = cfg_adv.arch
 # %%
 print(f"paper (supplementary C): D lr {adversarial.DISCRIMINATOR_LR}, betas {adversarial.DISCRIMINATOR_BETAS}, "
       f"lambda_adv {adversarial.LAMBDA_ADV}")
-for preset in (f"{task}-adversarial", "gta5-deeplabv2-adversarial", "gta5-fcn8s-adversarial"):
+for preset in (f"{preset_prefix}-adversarial", "gta5-deeplabv2-adversarial", "gta5-fcn8s-adversarial"):
     c = make_config(preset)
     print(f"{preset:28s} lambda_adv {c.lambda_adv:g}, D lr {c.d_lr:g}, D betas {tuple(c.d_betas)}, "
           f"segmentation: {c.optimizer} lr {c.lr:g}")
@@ -97,34 +94,30 @@ print(f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M parameters; a {w}x{
 # ## The runs
 #
 # The committed grid by default (GTA5-like task, and SYNTHIA-like where published); with
-# `live=True` both variants are trained here from the same seed (same initialisation, same
-# image order).
+# `live=True` source-only, Adversarial and Ours-(11) are planned as the grid plans them (per
+# seed one stage-1 model, every row from it: same initialisation, same image order) and run
+# in this process.
 
 # %%
+root = resolve_path(run_dir if live else grid_root)
+if live:
+    plan = jobs.plan(root, "gta5", ["source-only", *variants], seeds, preset_prefix=preset_prefix,
+                     source_iterations=source_iterations, iterations=iterations, pseudo_from="source-only",
+                     sets={"eval_max_items": eval_max_items}, evaluations=evaluations,
+                     data_root=str(resolve_path(data_root)) if data_root else "")
+    for name, r in executors.run(plan, "inline").items():
+        if r.metrics and r.metrics.get("train"):
+            print(f"{name}, last losses: " + ", ".join(f"{k} {val:.3f}" for k, val in
+                                                        r.metrics["train"]["last_losses"].items()))
 sources = {}  # label -> (runs {variant: {seed: metrics}}, the paper's task, metric)
-if results_dir or live:
-    out = resolve_path(results_dir or run_dir)
-    if live and not results_dir:
-        trained = train_rows({v: (f"{task}-{v}", {}) for v in variants}, seeds, out, iterations, eval_every,
-                             data_root, eval_max_items, keep_models=True)
-        for v, by_seed in trained.items():
-            for seed, m in by_seed.items():
-                print(f"{v} seed {seed}, last losses: " + ", ".join(f"{k} {val:.3f}" for k, val in
-                                                                    m["train"]["last_losses"].items()))
-    source = "synthia" if task.startswith("synthia") else "gta5"
-    sources[f"{task} runs in {out.name}"] = ({v: {m["seed"]: m for m in ms} for v, ms in collect(out).items()},
-                                             source, paper_metric(source, arch))
-else:
-    root = resolve_path(grid_root)
-    for t in ("gta5", "synthia"):
-        if (root / t).is_dir():
-            sources[f"synthetic grid, {t.upper()}-like → Cityscapes-like"] = (grid.load(t, root), t, paper_metric(t))
-    if not sources:
-        sources["synthetic grid, GTA5-like → Cityscapes-like"] = ({}, "gta5", "miou19")
+for t in results.tasks(root) or ["gta5"]:
+    ctx = results.table_context({}, t)
+    label = f"{'synthetic grid' if ctx['synthetic'] else 'runs'}, {ctx['task']}" + (" (trained here)" if live else "")
+    sources[label] = (results.load(root, t), ctx["source"], ctx["metric"])
 for label, (task_runs, src, m) in sources.items():
-    absent = [v for v in ("source-only", *variants) if v not in task_runs and (v != "source-only" or not live)]
+    absent = [v for v in ("source-only", *variants) if v not in task_runs]
     if absent:
-        display(Markdown(plots.missing_note(absent, label)))
+        display(Markdown(results.missing_note(absent, label)))
 main_label = next(iter(sources))
 runs, source, metric = sources[main_label]
 
@@ -140,7 +133,7 @@ names = {"adversarial": "Adversarial (output space, supplementary C)", "ours11":
 for label, (task_runs, src, m) in sources.items():
     display(Markdown(f"**{label}** ({m.replace('miou', 'mIoU')} %; the paper's columns are real data, "
                      f"{src.upper()}→Cityscapes, {'DeepLabV2-ResNet101' if arch == 'deeplabv2' else 'FCN-8s-VGG16'}):\n\n"
-                     + plots.table_beside_paper(task_runs, ["ours11", "adversarial", "source-only"], task=src,
+                     + results.table_beside_paper(task_runs, ["ours11", "adversarial", "source-only"], task=src,
                                                 reference="adversarial", metric=m, names=names, arch=arch)))
 table1 = PAPER_RESULTS["table1"]
 paper = ["| Table 1 (real data) | GTA5→CS | SYNTHIA→CS |", "|---|---|---|"]
@@ -154,10 +147,10 @@ display(Markdown("**The paper**, Table 1 (real data, mIoU %; SYNTHIA: mIoU13 for
 # %%
 pairs = [("ours11", "adversarial", "eq. 11 against adversarial alignment (Table 1)"),
          ("ours11", "source-only", "the cosine loss alone"), ("adversarial", "source-only", "the adversarial loss alone")]
-pair_rows = plots.paired_rows(runs, pairs, metric, source, arch)
-display(Markdown(plots.paired_markdown(pair_rows, metric)))
+pair_rows = results.paired_rows(runs, pairs, metric, source, arch)
+display(Markdown(results.paired_markdown(pair_rows, metric)))
 for r in pair_rows:
-    print(plots.effect_sentence(r, metric))
+    print(results.effect_sentence(r, metric))
 
 # %%
 # Figure: paired differences Ours-(11) - Adversarial and each minus source-only on the synthetic benchmark, with the paper's differences.
@@ -181,7 +174,7 @@ fig = plots.grid_curves(runs, ["source-only", "adversarial", "ours11"], metric=m
 # %%
 # Figure: alignment measures over training for source-only, Adversarial and Ours-(11): which loss moves target features towards their class?
 fig = plots.alignment_figure(runs, ["source-only", "adversarial", "ours11"]);
-display(Markdown(plots.alignment_markdown(runs, ["source-only", "adversarial", "ours11"])))
+display(Markdown(results.alignment_markdown(runs, ["source-only", "adversarial", "ours11"])))
 
 # %% [markdown]
 # **Figure 3.** The alignment measures of `cosuda/alignment.py` over training: the share of
@@ -191,7 +184,7 @@ display(Markdown(plots.alignment_markdown(runs, ["source-only", "adversarial", "
 # prediction maps.
 
 # %%
-shown = {v: plots.per_class_mean(runs, v) for v in ("source-only", "adversarial", "ours11") if v in runs}
+shown = {v: results.per_class_mean(runs, v) for v in ("source-only", "adversarial", "ours11") if v in runs}
 display(Markdown(f"Per-class IoU on target val, final snapshot, mean over the seeds of {main_label}:\n\n"
                  + iou_markdown({f"{v} (seeds {','.join(map(str, sorted(runs[v])))})": iou for v, iou in shown.items()})
                  if shown else "*(no run published yet)*"))
@@ -202,12 +195,12 @@ display(Markdown(f"Per-class IoU on target val, final snapshot, mean over the se
 # D's verdict (sigmoid of its logit = probability "target") averaged over source and target
 # images, for a trained adversarial run: near 0.5 on both means the outputs are aligned (or
 # D has not learned yet); a clear gap means D still tells the domains apart. The committed
-# grid keeps metrics only, no checkpoints, so this needs `live=True` (or `results_dir` with
-# checkpoints).
+# grid keeps metrics only, no checkpoints, so this needs `live=True` (or a `grid_root` of runs
+# with their checkpoints, such as runs/grid).
 
 # %%
-adv_dir = resolve_path(results_dir or run_dir) / f"adversarial-seed{seeds[0]}"
-if (live or results_dir) and latest_checkpoint(adv_dir) is not None:
+adv_dir = root / (results.tasks(root) or ["gta5"])[0] / "adversarial" / f"seed{seeds[0]}"
+if latest_checkpoint(adv_dir) is not None:
     model, cfg = load_run_model(adv_dir)
     state = torch.load(latest_checkpoint(adv_dir), map_location="cpu", weights_only=False)
     D.load_state_dict(state["discriminator"])
@@ -235,5 +228,6 @@ else:
 # - Whether Ours-(11) beats Adversarial on the synthetic benchmark is a measurement, read
 #   above as a paired difference with its interval; where the interval includes 0 the
 #   benchmark does not separate them, whatever Table 1 found on real data.
-# - Real data (GPU): `-p live True -p task gta5-deeplabv2 -p data_root /data -p iterations
-#   120000 -p eval_every 2000 -p eval_max_items 0`.
+# - Real data (GPU): `python -m cosuda.runner grid --preset-prefix gta5-deeplabv2 --data-root
+#   /data --variants source-only adversarial ours11 --executor gpus`, then this notebook with
+#   `-p grid_root runs/grid`.

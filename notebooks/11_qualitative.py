@@ -56,18 +56,19 @@ import torch
 from IPython.display import Markdown, display
 from PIL import Image
 
-from cosuda import plots
-from cosuda.config import make_config, resolve_path, run_overrides
+from cosuda import plots, results
+from cosuda.config import make_config, resolve_path, run_overrides, variant_label
 from cosuda.data import Cityscapes
 from cosuda.metrics import confusion_matrix, mean_iou
 from cosuda.synthetic import ensure as ensure_benchmark
-from cosuda.train import ensure_pseudo_labels, ensure_trained, lesson_source_model, load_run_model, resolve_paths
+from cosuda.runs import ensure_pseudo_labels, ensure_trained, lesson_source_model
+from cosuda.train import load_run_model, resolve_paths
 
 torch.manual_seed(0)
 
-columns = {"source-only": "source-only", "only-ssl": "only SSL", "ours": "Ours (eq. 12)"}
+columns = {v: variant_label(v) for v in ("source-only", "only-ssl", "ours")}
 root = resolve_path(grid_root)
-published = plots.published_predictions(root, task, list(columns), seed)
+published = results.published_predictions(root, task, list(columns), seed)
 cfg = make_config("synthetic-ours", {"data_root": str(resolve_path(data_root))} if data_root else None)
 if not data_root:
     ensure_benchmark(cfg.data_root, progress=False)  # the default benchmark (seed 0), generated if missing
@@ -91,10 +92,10 @@ if use_published:
         item = val[i]
         truths.append(item["label"].numpy())
         for v in columns:
-            predictions[v].append(np.array(Image.open(plots.prediction_path(published[v], item["name"]))))
+            predictions[v].append(np.array(Image.open(results.prediction_path(published[v], item["name"]))))
     print(f"read {len(truths)} x {len(columns)} published predictions (grid seed {seed})")
 else:
-    display(Markdown(plots.extras_note("predictions") + " Until then this page shows **tiny live runs** "
+    display(Markdown(results.extras_note("predictions") + " Until then this page shows **tiny live runs** "
                      f"({iterations} iterations from the lessons' source-only model), not the grid's models."))
     models = {"source-only": lesson_source_model(resolve_path(source_run), iterations=source_iterations)[0]}
     pseudo_path = ensure_pseudo_labels(resolve_path(pseudo_root), resolve_path(source_run), source_iterations)
@@ -114,11 +115,11 @@ else:
                 predictions[v].append(model.upsample(logits, tuple(item["label"].shape)).argmax(1)[0].numpy())
     print(f"predicted {len(truths)} target val images with the tiny runs")
 
-ranked = plots.rank_by_gain(predictions["source-only"], predictions["ours"], truths)
+ranked = results.rank_by_gain(predictions["source-only"], predictions["ours"], truths)
 shown = [i for i, _, _ in ranked[:n_images]]
 for a, b in (("source-only", "ours"), ("only-ssl", "ours"), ("source-only", "only-ssl")):
-    became_right = sum(plots.changed_to_correct(p, q, t) for p, q, t in zip(predictions[a], predictions[b], truths))
-    became_wrong = sum(plots.changed_to_correct(q, p, t) for p, q, t in zip(predictions[a], predictions[b], truths))
+    became_right = sum(results.changed_to_correct(p, q, t) for p, q, t in zip(predictions[a], predictions[b], truths))
+    became_wrong = sum(results.changed_to_correct(q, p, t) for p, q, t in zip(predictions[a], predictions[b], truths))
     print(f"{columns[a]:>13s} -> {columns[b]:13s}: {became_right:7d} pixels became correct, {became_wrong:7d} became "
           f"wrong over the {len(truths)} images (net {became_right - became_wrong:+d})")
 print("images where Ours gains most over source-only (index: became correct / became wrong): "
@@ -153,15 +154,15 @@ header = f"{'image':>6s} {'GT boundaries':>14s}" + "".join(f" {columns[v] + ' mI
 print(header)
 for i in shown:
     valid = truths[i] != 255
-    line = f"{i:6d} {100 * plots.boundary_density(truths[i], valid):13.1f}%"
+    line = f"{i:6d} {100 * results.boundary_density(truths[i], valid):13.1f}%"
     for v in columns:
         pred = predictions[v][i]
         line += (f" {100 * mean_iou(confusion_matrix(pred, truths[i])):19.1f}%"
-                 f" {100 * plots.boundary_density(pred, valid):10.1f}%")
+                 f" {100 * results.boundary_density(pred, valid):10.1f}%")
     print(line)
-density = {v: np.mean([plots.boundary_density(p, t != 255) for p, t in zip(predictions[v], truths)]) for v in columns}
+density = {v: np.mean([results.boundary_density(p, t != 255) for p, t in zip(predictions[v], truths)]) for v in columns}
 print(f"mean over all {len(truths)} images: ground truth "
-      f"{100 * np.mean([plots.boundary_density(t, t != 255) for t in truths]):.1f}%, "
+      f"{100 * np.mean([results.boundary_density(t, t != 255) for t in truths]):.1f}%, "
       + ", ".join(f"{columns[v]} {100 * d:.1f}%" for v, d in density.items()))
 
 # %% [markdown]
@@ -182,7 +183,7 @@ for v, title in (("source-only", "before: source-only"), ("only-ssl", "only SSL"
     path = root / task / v / f"seed{seed}" / "features2d.json"
     pictures[title] = json.loads(path.read_text()) if path.is_file() else None
 if not any(pictures.values()):
-    display(Markdown(plots.extras_note("2-D feature picture (`features2d.json`)")))
+    display(Markdown(results.extras_note("2-D feature picture (`features2d.json`)")))
 fig = plots.features_figure(pictures);
 
 # %% [markdown]

