@@ -88,20 +88,23 @@ def portable_config(config: dict) -> dict:
 def publish(root: str | Path, task: str, dest: str | Path = PUBLISHED) -> list[Path]:
     """Copy every finished run's metrics.json and config.json from <root>/<task>/<variant>/seed<N>/
     to the same place under `dest` (the committed results). A run without config.json is refused:
-    a published number always has its settings and provenance beside it. Returns the folders."""
-    written = []
-    for variant, seeds in load(root, task).items():
-        for seed, metrics in seeds.items():
-            config = metrics.pop("config")
+    a published number always has its settings and provenance beside it; every run is checked
+    before anything is written, so a refused publish leaves `dest` as it was. Returns the folders."""
+    runs = [(variant, seed, metrics) for variant, seeds in load(root, task).items() for seed, metrics in seeds.items()]
+    for variant, seed, metrics in runs:
+        config = metrics["config"]
+        if config is None or "provenance" not in config:
             source = Path(root) / task / variant / f"seed{seed}"
-            if config is None or "provenance" not in config:
-                raise FileNotFoundError(f"{source / 'config.json'} is missing or has no provenance: this run "
-                                        "cannot be published (re-run it with this version of cosuda)")
-            target = Path(dest) / task / variant / f"seed{seed}"
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-            (target / "config.json").write_text(json.dumps(portable_config(config), indent=1) + "\n")
-            written.append(target)
+            raise FileNotFoundError(f"{source / 'config.json'} is missing or has no provenance: this run "
+                                    "cannot be published (re-run it with this version of cosuda)")
+    written = []
+    for variant, seed, metrics in runs:
+        config = metrics.pop("config")
+        target = Path(dest) / task / variant / f"seed{seed}"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        (target / "config.json").write_text(json.dumps(portable_config(config), indent=1) + "\n")
+        written.append(target)
     return written
 
 
@@ -511,7 +514,7 @@ def table_context(runs: dict[str, dict[int, dict]], task: str) -> dict:
     from .paper_results import paper_metric
 
     synthetic = task in _TASK_NAMES
-    source, arch = (task, "deeplabv2") if synthetic else tuple(task.split("-", 1))
+    source, arch = (task, "deeplabv2") if synthetic else (task.split("-", 1) + [""])[:2]
     if source not in _TASK_NAMES or arch not in _ARCH_NAMES:
         raise ValueError(f"unknown task {task!r}: gta5, synthia (synthetic) or {{gta5,synthia}}-{{deeplabv2,fcn8s}}")
     configs = [m["config"] for seeds in runs.values() for m in seeds.values() if m.get("config")]

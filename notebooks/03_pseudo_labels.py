@@ -49,7 +49,8 @@ from cosuda.config import REPO_ROOT
 from cosuda.data import Cityscapes
 from cosuda.labels import CLASS_NAMES, NUM_CLASSES
 from cosuda.plots import method as mplots
-from cosuda.train import lesson_source_model, resolve_paths
+from cosuda.runs import lesson_source_model
+from cosuda.train import resolve_paths
 
 torch.manual_seed(seed)
 torch.set_num_threads(min(2, torch.get_num_threads()))

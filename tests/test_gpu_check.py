@@ -104,9 +104,7 @@ def test_exhausted_budget_skips_every_section_with_a_note(tmp_path):
 def test_a_failed_capture_is_recorded_and_the_other_step_figures_stay(tmp_path, monkeypatch):
     """On the GPU: compile=step failing leaves the defaults and the uncaptured fast path measured
     (bench_step.measure stubbed: this checks gpu_check's bookkeeping, not the step)."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import bench_step
     import gpu_check
 

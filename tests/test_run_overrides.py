@@ -1,7 +1,8 @@
 """cosuda.config.run_overrides: the one overrides block of notebooks 02 and 07-10."""
 import pytest
 
-from cosuda.config import HOME, ConfigError, make_config, run_overrides
+from cosuda.config import ConfigError, make_config, run_overrides
+from cosuda.paths import HOME
 
 
 def test_defaults_give_four_evaluations_and_one_checkpoint_at_the_end_of_a_short_run():

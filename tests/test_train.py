@@ -330,6 +330,8 @@ def _fails(argv, capsys, needle):
     (["no_such_key=1"], "no_such_key"),
     (["data_root=/no/such/folder"], "/no/such/folder"),
     (["t_cos=2"], "t_cos"),
+    (["lr=-1"], "lr must be positive"),
+    (["lambda_cos=-0.1"], "lambda_cos must be 0 or more"),
     (["compile=graphs"], "compile"),
     (["compile=step", "precision=fp32"], "compile=step needs the grouped cosine loss"),
 ])
@@ -381,48 +383,77 @@ def test_resuming_a_run_of_another_variant_is_refused_and_leaves_it_untouched(ti
 
 
 def test_ensure_trained_reuses_a_finished_run_and_refuses_another(tiny_root, tmp_path):
+    from cosuda import runs
+
     run = tmp_path / "run"
     overrides = dict(TINY, data_root=str(tiny_root), iterations="2", eval_every="2", checkpoint_every="2")
-    first = engine.ensure_trained("synthetic-source-only", run, overrides, progress=False)
+    first = runs.ensure_trained("synthetic-source-only", run, overrides, progress=False)
     before = _snapshot(run)
-    again = engine.ensure_trained("synthetic-source-only", run, overrides, progress=False)
+    again = runs.ensure_trained("synthetic-source-only", run, overrides, progress=False)
     assert again == json.loads(json.dumps(first)) and _snapshot(run) == before
     with pytest.raises(ConfigError, match="iterations"):
-        engine.ensure_trained("synthetic-source-only", run, dict(overrides, iterations="4"), progress=False)
+        runs.ensure_trained("synthetic-source-only", run, dict(overrides, iterations="4"), progress=False)
     # a config.json written before `compile` took three values (it held false) is the same run
     saved = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps(dict(saved, compile=False)))
-    assert engine.ensure_trained("synthetic-source-only", run, overrides, progress=False) == again
+    assert runs.ensure_trained("synthetic-source-only", run, overrides, progress=False) == again
 
 
-def test_train_rows_is_the_notebooks_live_grid(tiny_root, pseudo_root, tmp_path):
-    """runs.train_rows (notebooks 08-10 with live=True): <name>-seed<N> folders that
-    runner.collect reads, pseudo-label rows given the shared labels, checkpoints dropped unless
-    kept, finished runs reused, and a pseudo-label row without pseudo_root refused."""
-    from cosuda import runs
-    from cosuda.runner import collect
+def test_config_json_records_settings_inputs_and_provenance(tiny_root, pseudo_root, tmp_path):
+    """Beside every metrics.json: the resolved configuration, what the weights and pseudo-labels
+    came from (the run folder's own record, the pseudo-labels' provenance.json), and the
+    provenance of the run (commit, versions, CPU, threads, its seconds once it has ended)."""
+    stage1 = tmp_path / "stage1"
+    engine.train(_config("synthetic-source-only", tiny_root, iterations=2, eval_every=2, checkpoint_every=2), stage1)
+    run = tmp_path / "ours"
+    engine.train(_config("synthetic-ours", tiny_root, pseudo_root, weights=str(stage1), iterations=2, eval_every=2,
+                         checkpoint_every=2), run, preset="synthetic-ours")
+    config = json.loads((run / "config.json").read_text())
+    assert config["preset"] == "synthetic-ours" and config["t_cos"] == 0.6 and config["dict_size"] == 20
+    assert config["weights"] == str(stage1) and config["pseudo_root"] == str(pseudo_root)
+    weights = config["inputs"]["weights"]
+    assert weights["path"] == str(stage1) and weights["checkpoint"] == "iter_0000002.pt"
+    assert weights["variant"] == "source-only" and weights["iterations"] == 2
+    made_by = config["inputs"]["pseudo_labels"]["model"]
+    assert made_by["variant"] == "source-only" and made_by["checkpoint"] == "iter_0000002.pt"
+    assert config["inputs"]["pseudo_labels"]["provenance"]["seconds"] > 0
+    prov = config["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["threads"] == 1 and prov["cpu"]
+    assert prov["seconds"] > 0 and len(prov["commit"] or "x" * 40) == 40 and prov["dirty"] in (True, False, None)
 
-    tiny = {k: v for k, v in TINY.items() if k != "progress"}
-    rows = {"source-only": ("synthetic-source-only", tiny), "ours-t0.5": ("synthetic-ours", dict(tiny, t_cos=0.5))}
-    lines = []
-    got = runs.train_rows(rows, [0, 1], tmp_path, iterations=2, data_root=str(tiny_root),
-                          pseudo_root=pseudo_root, echo=lines.append)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours-t0.5-seed0", "ours-t0.5-seed1",
-                                                          "source-only-seed0", "source-only-seed1"]
-    assert {name: sorted(m["seed"] for m in ms) for name, ms in collect(tmp_path).items()} == \
-        {"source-only": [0, 1], "ours-t0.5": [0, 1]}
-    assert not (tmp_path / "ours-t0.5-seed0" / "checkpoints").exists()
-    saved = json.loads((tmp_path / "ours-t0.5-seed1" / "config.json").read_text())
-    assert saved["t_cos"] == 0.5 and saved["pseudo_root"] == str(pseudo_root) and saved["seed"] == 1
-    assert got["ours-t0.5"][1]["iteration"] == 2 and len(lines) == 5 and "seed 1: mIoU19" in lines[3]
-    before = _snapshot(tmp_path)
-    again = runs.train_rows(rows, [0, 1], tmp_path, iterations=2, data_root=str(tiny_root), pseudo_root=pseudo_root,
-                            echo=lambda line: None)
-    assert again == {name: {seed: json.loads(json.dumps(m)) for seed, m in ms.items()} for name, ms in got.items()}
-    assert _snapshot(tmp_path) == before  # reused, not retrained
-    with pytest.raises(ConfigError, match="pseudo_root"):
-        runs.train_rows({"ours": ("synthetic-ours", tiny)}, [0], tmp_path / "other", iterations=2,
-                        data_root=str(tiny_root))
+
+def test_a_config_json_trains_its_run_again_to_the_same_metrics(tiny_root, pseudo_root, tmp_path, capsys,
+                                                                 monkeypatch):
+    """`python -m cosuda.train --config RUN/config.json --out DIR`: the same run again (CPU, same
+    threads), also from a published copy whose paths are relative to cosuda's home."""
+    first = tmp_path / "first"
+    assert engine.main(_cli_args("synthetic-ours", first, tiny_root, pseudo_root, iterations=3, eval_every=3,
+                                 checkpoint_every=3)[3:]) == 0
+    again = tmp_path / "again"
+    assert engine.main(["--config", str(first / "config.json"), "--out", str(again)]) == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (first, again))
+    assert _comparable(a) == _comparable(b) and a["preset"] == "synthetic-ours"
+    saved = json.loads((again / "config.json").read_text())
+    assert {k: v for k, v in saved.items() if k not in ("provenance", "inputs")} == \
+        {k: v for k, v in json.loads((first / "config.json").read_text()).items() if k not in ("provenance", "inputs")}
+    # a published copy: paths relative to cosuda's home, taken from it
+    from cosuda import paths
+    from cosuda.results import portable_config
+
+    home = Path(os.path.commonpath([tiny_root, pseudo_root, tmp_path]))
+    monkeypatch.setattr(paths, "HOME", home)
+    monkeypatch.setattr("cosuda.results.HOME", home)
+    published = portable_config(json.loads((first / "config.json").read_text()))
+    assert not Path(published["data_root"]).is_absolute() and not Path(published["pseudo_root"]).is_absolute()
+    (tmp_path / "published.json").write_text(json.dumps(published))
+    assert engine.main(["--config", str(tmp_path / "published.json"), "--out", str(tmp_path / "third")]) == 0
+    assert _comparable(json.loads((tmp_path / "third" / "metrics.json").read_text())) == _comparable(a)
+    # --set still applies on top; a file that is no config.json is one line, nothing written
+    assert engine.main(["--config", str(first / "config.json"), "--out", str(tmp_path / "x"), "--set", "t_cos=3"]) == 2
+    assert "t_cos" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    (tmp_path / "bad.json").write_text("{}")
+    assert engine.main(["--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "y")]) == 2
+    assert "not a run's config.json" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_ensure_pseudo_labels_keeps_present_ones_and_needs_a_real_source_model(tmp_path, monkeypatch):
@@ -432,6 +463,6 @@ def test_ensure_pseudo_labels_keeps_present_ones_and_needs_a_real_source_model(t
     from cosuda import runs
 
     monkeypatch.setattr(runs, "make_pseudo_labels", lambda *a, **k: pytest.fail("remade existing pseudo-labels"))
-    assert engine.ensure_pseudo_labels(present, None) == present  # no source run needed then
+    assert runs.ensure_pseudo_labels(present, None) == present  # no source run needed then
     with pytest.raises(FileNotFoundError, match="source-only"):  # real data: never trained implicitly
-        engine.ensure_pseudo_labels(tmp_path / "missing", tmp_path / "no-run", synthetic=False)
+        runs.ensure_pseudo_labels(tmp_path / "missing", tmp_path / "no-run", synthetic=False)
