@@ -67,10 +67,18 @@ def sweep_root(root: str | Path) -> Path:
     return root.with_name(root.name + "-sweeps")
 
 
-def _train_job(name: str, preset: str, out: Path, values: dict, after=(), nproc: int = 1) -> Job:
-    make_config(preset, values)  # every key, type and range checked now, before any job runs
-    return Job(name, ["--preset", preset, "--out", str(out), *encode_sets(values), "--resume", "auto"], out,
+def train_job(name: str, preset: str, out: Path, values: dict, after=(), nproc: int = 1) -> Job:
+    """One run of `preset` with `values` (RunConfig fields) into `out`, started or continued
+    (`--resume auto`). Every key, type and range is checked now, before any job runs."""
+    make_config(preset, values)
+    return Job(name, ["--preset", preset, "--out", str(out), *encode_sets(values), "--resume", "auto"], Path(out),
                tuple(after), "train", nproc)
+
+
+def pseudo_job(name: str, model: Path, out: Path, after=(), nproc: int = 1) -> Job:
+    """The pseudo-labels of the target train set made by the trained run `model`, into `out`."""
+    return Job(name, ["--pseudo-labels-from", str(model), "--out", str(out)], Path(out), tuple(after), "pseudo",
+               nproc)
 
 
 def plan(root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds=(0, 1, 2), *,
@@ -134,7 +142,7 @@ def plan(root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds=(0,
             # without a warm start the stage-1 model is the source-only row itself: trained once
             out = root / task / "source-only" / f"seed{seed}" if not warm_start and "source-only" in variants \
                 else prep / "source-only"
-            stage1 = _train_job(name(out), f"{preset_prefix}-source-only", out,
+            stage1 = train_job(name(out), f"{preset_prefix}-source-only", out,
                                 {**common, "seed": seed, **schedule(stage1_its)}, nproc=nproc_per_node)
             jobs.append(stage1)
         pseudo_dir = prep / f"pseudo-{pseudo_from}"
@@ -151,11 +159,10 @@ def plan(root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds=(0,
             if variant in on_pseudo:
                 values["pseudo_root"] = str(pseudo_dir)
                 after.append(name(pseudo_dir))
-            rows[variant] = _train_job(name(out), f"{preset_prefix}-{variant}", out, values, after, nproc_per_node)
+            rows[variant] = train_job(name(out), f"{preset_prefix}-{variant}", out, values, after, nproc_per_node)
         if needs_pseudo:
             maker = stage1 if pseudo_from == "source-only" else rows[pseudo_from]
-            jobs.append(Job(name(pseudo_dir), ["--pseudo-labels-from", str(maker.out), "--out", str(pseudo_dir)],
-                            pseudo_dir, (maker.name,), "pseudo", nproc_per_node))
+            jobs.append(pseudo_job(name(pseudo_dir), maker.out, pseudo_dir, (maker.name,), nproc_per_node))
         jobs += [job for job in rows.values() if job is not stage1]
         for key, values in (sweeps or {}).items():
             for value in values:
@@ -167,7 +174,7 @@ def plan(root: str | Path, task: str = "gta5", variants=GRID_VARIANTS, seeds=(0,
                 if warm_start:
                     settings["weights"] = str(stage1.out)
                     after.insert(0, stage1.name)
-                jobs.append(_train_job(name(out), f"{preset_prefix}-ours", out, settings, after, nproc_per_node))
+                jobs.append(train_job(name(out), f"{preset_prefix}-ours", out, settings, after, nproc_per_node))
     return jobs
 
 

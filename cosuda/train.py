@@ -713,6 +713,11 @@ def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> Prepar
     run_dir = Path(run_dir)
     from .data import DatasetError
 
+    if cfg.weights not in ("random", "imagenet") and not Path(cfg.weights).exists():
+        raise ConfigError(f"weights={cfg.weights}: no such file or run folder. A run that starts from another "
+                          "run needs that one first: train it (its own config.json, or the grid command that "
+                          "planned both), or pass weights=imagenet")
+
     try:
         datasets = build_datasets(cfg, resolve_paths(cfg))
     except (DatasetError, FileNotFoundError) as e:

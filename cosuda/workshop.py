@@ -44,14 +44,15 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
     The lesson source-only model is the synthetic pipeline's stage 1 (`iterations` default:
     config.SYNTHETIC_STAGES["source_iterations"]), so that lesson 07's live run starts from the
     same kind of model as the committed grid."""
+    from . import executors, jobs
     from .config import SYNTHETIC_STAGES
-
-    iterations = iterations or SYNTHETIC_STAGES["source_iterations"]
     from .exercises.student import write_student_versions
     from .synthetic import DEFAULT_ROOT, ensure
-    from .runs import ensure_trained
-    from .train import make_pseudo_labels
 
+    iterations = iterations or SYNTHETIC_STAGES["source_iterations"]
+    source = jobs.train_job("lessons/source-only", "synthetic-source-only", SOURCE_RUN,
+                            {"iterations": iterations, "progress": progress})
+    pseudo = jobs.pseudo_job("lessons/pseudo_labels", SOURCE_RUN, PSEUDO_ROOT)  # run after `source`, below
     timings: dict[str, float] = {}
 
     def step(name, fn):
@@ -61,11 +62,13 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
         timings[name] = round(time.perf_counter() - start, 1)
         print(f"[prepare] {name}: {timings[name]} s", flush=True)
 
+    def run(job):  # through the executors, in this process: a finished model is kept, a stopped one resumed
+        if not executors.run([job], "inline", progress=False)[job.name].ok:
+            raise RuntimeError(f"prepare: {job.name} failed (see the lines above)")
+
     step("generate the synthetic benchmark", lambda: ensure(DEFAULT_ROOT, progress=progress))
-    step(f"train the source-only lesson model ({iterations} iterations)",
-         lambda: ensure_trained("synthetic-source-only", SOURCE_RUN, {"iterations": iterations}, progress=progress))
-    step("pseudo-labels for the target train set",
-         lambda: make_pseudo_labels(SOURCE_RUN, PSEUDO_ROOT, device="cpu", progress=progress))
+    step(f"train the source-only lesson model ({iterations} iterations)", lambda: run(source))
+    step("pseudo-labels for the target train set", lambda: run(pseudo))
     step("student versions of the notebooks", lambda: write_student_versions(STUDENT_DIR, NOTEBOOKS_DIR))
     LESSONS.mkdir(parents=True, exist_ok=True)
     (LESSONS / "prepare.json").write_text(json.dumps(timings, indent=2))

@@ -9,7 +9,6 @@ import torch
 
 import cosuda.models
 from cosuda.models import build_model
-from cosuda.models import efficientnet
 from cosuda.models.efficientnet import BLOCKS_PER_STAGE, lukemelas_to_timm
 from cosuda.models.frozen_bn import pad_same
 from cosuda.models import weights

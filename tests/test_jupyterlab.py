@@ -374,7 +374,7 @@ def test_lesson_06_slider_redraws_the_figure(lesson_06):
     page = lesson_06["page"]
     cells = lesson_06["state"]["notebook"]["cells"]
     at = [i for i, c in enumerate(cells) if "threshold_slider(" in "".join(c["source"])]
-    assert len(at) == 1, "lesson 06 should have one cell calling lessons.threshold_slider"
+    assert len(at) == 1, "lesson 06 should have one cell calling plots.method.threshold_slider"
     page.evaluate(SCROLL_TO, at[0])
     slider = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jupyter-widgets.widget-slider")
     assert slider.count() == 1, "lesson 06 should show one slider (T_cos)"

@@ -298,3 +298,29 @@ def test_kernel_check_reports_a_missing_kernel(monkeypatch):
     assert "no kernel 'python3'" in problem and "ipykernel install --user --name python3" in problem
     problems = workshop.check(student_dir=Path("/nonexistent/student"), notebooks_dir=NOTEBOOKS)
     assert any("no kernel" in p for p in problems)
+
+
+def test_prepare_trains_the_lesson_model_and_its_pseudo_labels_through_the_executors(tmp_path, monkeypatch):
+    """`workshop prepare` plans its two slow steps as jobs (the source-only lesson model, then its
+    pseudo-labels) and runs them through the executors in this process, then writes prepare.json."""
+    from cosuda import executors
+
+    ran = []
+
+    def fake_run(plan, executor="local", **kw):
+        ran.append((executor, [(j.name, j.kind, j.out) for j in plan]))
+        return {j.name: executors.JobResult(j.name, True, 0.0, None) for j in plan}
+
+    monkeypatch.setattr(executors, "run", fake_run)
+    monkeypatch.setattr("cosuda.synthetic.ensure", lambda root, progress=True: None)
+    monkeypatch.setattr("cosuda.exercises.student.write_student_versions", lambda *a: None)
+    monkeypatch.setattr(workshop, "LESSONS", tmp_path)
+    timings = workshop.prepare(iterations=7, progress=False)
+    assert ran == [("inline", [("lessons/source-only", "train", workshop.SOURCE_RUN)]),
+                   ("inline", [("lessons/pseudo_labels", "pseudo", workshop.PSEUDO_ROOT)])]
+    assert "train the source-only lesson model (7 iterations)" in timings
+    assert json.loads((tmp_path / "prepare.json").read_text()) == timings
+    monkeypatch.setattr(executors, "run", lambda plan, executor="local", **kw: {
+        j.name: executors.JobResult(j.name, False, 0.0, None, error="boom") for j in plan})
+    with pytest.raises(RuntimeError, match="lessons/source-only failed"):
+        workshop.prepare(iterations=7, progress=False)

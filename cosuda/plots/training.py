@@ -15,7 +15,7 @@ __all__ = ["miou_curves", "per_class_bars", "qualitative", "beside_paper", "swee
 def miou_curves(runs: dict[str, list[dict]], metric: str = "miou19", ax=None):
     """mIoU on target val against iteration, one line per run name, seeds as a band (Fig. 4).
 
-    `runs`: {name: [metrics.json dicts of each seed]} (`cosuda.runner.collect`).
+    `runs`: {name: [metrics.json dicts of each seed]} (e.g. `cosuda.results.seed_list` of each variant).
     """
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
     for name, seeds in runs.items():
