@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from .labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13, SYNTHIA16
-from .paper_results import PAPER_RESULTS  # noqa: F401  (re-exported for the runner and notebooks)
 
 __all__ = ["confusion_matrix", "per_class_iou", "mean_iou", "ConfusionMeter", "evaluate",
-           "iou_table", "iou_markdown", "PAPER_RESULTS"]
+           "iou_table", "iou_markdown"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -67,8 +67,8 @@ from IPython.display import Markdown, display
 from cosuda import plots, results
 from cosuda.config import make_config, resolve_path, run_overrides
 from cosuda.method import layer_thresholds
-from cosuda.metrics import PAPER_RESULTS, iou_markdown
-from cosuda.paper_results import paper_metric, paper_miou
+from cosuda.metrics import iou_markdown
+from cosuda.paper_results import PAPER_RESULTS, paper_metric, paper_miou
 from cosuda.runs import ensure_pseudo_labels, ensure_trained
 
 torch.manual_seed(seed)

@@ -54,7 +54,7 @@ from IPython.display import Markdown, display
 from cosuda import executors, jobs, plots, results
 from cosuda.config import VARIANTS, resolve_path, variant_label
 from cosuda.jobs import GRID_VARIANTS
-from cosuda.metrics import PAPER_RESULTS
+from cosuda.paper_results import PAPER_RESULTS
 
 torch.manual_seed(0)
 

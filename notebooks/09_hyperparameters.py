@@ -55,7 +55,7 @@ from IPython.display import Markdown, display
 
 from cosuda import executors, jobs, plots, results
 from cosuda.config import make_config, resolve_path
-from cosuda.metrics import PAPER_RESULTS
+from cosuda.paper_results import PAPER_RESULTS
 
 torch.manual_seed(0)
 

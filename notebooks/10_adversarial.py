@@ -56,7 +56,8 @@ from IPython.display import Markdown, display
 from cosuda import adversarial, executors, jobs, plots, results
 from cosuda.config import make_config, resolve_path
 from cosuda.data import GTA5, SYNTHIA, Cityscapes
-from cosuda.metrics import PAPER_RESULTS, iou_markdown
+from cosuda.metrics import iou_markdown
+from cosuda.paper_results import PAPER_RESULTS
 from cosuda.train import latest_checkpoint, load_run_model, resolve_paths
 
 torch.manual_seed(0)
@@ -128,13 +129,11 @@ runs, source, metric = sources[main_label]
 # by seed (95 % interval from two seeds on), and the paper's Table 1 on real data.
 
 # %%
-names = {"adversarial": "Adversarial (output space, supplementary C)", "ours11": "Ours-(11) (eq. 11)",
-         "source-only": "source-only (same budget)"}
 for label, (task_runs, src, m) in sources.items():
     display(Markdown(f"**{label}** ({m.replace('miou', 'mIoU')} %; the paper's columns are real data, "
                      f"{src.upper()}→Cityscapes, {'DeepLabV2-ResNet101' if arch == 'deeplabv2' else 'FCN-8s-VGG16'}):\n\n"
                      + results.table_beside_paper(task_runs, ["ours11", "adversarial", "source-only"], task=src,
-                                                reference="adversarial", metric=m, names=names, arch=arch)))
+                                                reference="adversarial", metric=m, arch=arch)))
 table1 = PAPER_RESULTS["table1"]
 paper = ["| Table 1 (real data) | GTA5→CS | SYNTHIA→CS |", "|---|---|---|"]
 for net, label in (("deeplabv2", "DeepLabV2"), ("fcn8s", "FCN-8s")):

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from cosuda.labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
-from cosuda.metrics import (PAPER_RESULTS, ConfusionMeter, confusion_matrix, evaluate, iou_markdown,
+from cosuda.metrics import (ConfusionMeter, confusion_matrix, evaluate, iou_markdown,
                             iou_table, mean_iou, per_class_iou)
-from cosuda.paper_results import paper_miou
+from cosuda.paper_results import PAPER_RESULTS, paper_miou
 
 torch.set_num_threads(2)
 
