@@ -259,7 +259,8 @@ def run(jobs: list[Job], executor: str = "local", parallel: int = 1, gpus=None, 
     if executor in ("slurm", "submitit-local"):
         from .cluster import SlurmSubmitter
 
-        submitter = SlurmSubmitter(executor, slurm or {}, jobs[0].out.parent if jobs else Path("."))
+        root = Path(os.path.commonpath([j.out for j in jobs])) if jobs else Path(".")
+        submitter = SlurmSubmitter(executor, slurm or {}, root)  # its logs under <root>/submitit/
 
     def execute(job: Job, env: dict) -> JobResult:
         start = time.perf_counter()
