@@ -380,11 +380,12 @@ def validate(cfg: RunConfig) -> None:
     if cfg.dict_dtype not in ("float32", "float16", "bfloat16"):
         raise ConfigError(f"dict_dtype {cfg.dict_dtype!r} unknown; choose float32, float16 or bfloat16")
     for name in ("iterations", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "dict_size",
-                 "num_classes", "lr", "d_lr", "poly_power", "step_size", "align_per_class"):
+                 "num_classes", "poly_power", "step_size", "align_per_class"):
         if not getattr(cfg, name) > 0:  # `not >`: NaN fails too
             raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)}")
-    for name in ("lambda_cos", "lambda_adv", "weight_decay", "momentum", "step_gamma", "seed", "num_workers",
-                 "eval_max_items", "schedule_iterations", "align_items"):
+    # lr 0 is allowed: a run that only evaluates its (warm-start) weights
+    for name in ("lr", "d_lr", "lambda_cos", "lambda_adv", "weight_decay", "momentum", "step_gamma", "seed",
+                 "num_workers", "eval_max_items", "schedule_iterations", "align_items"):
         if not getattr(cfg, name) >= 0:
             raise ConfigError(f"{name} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.output_stride not in (8, 16, 32):

@@ -55,7 +55,7 @@ def test_pseudo_labels_from_an_adapted_model_by_default(tmp_path):
     (dict(preset_prefix="gta5-resnet"), "preset prefix 'gta5-resnet' unknown"),
     (dict(sets={"t_coss": 0.5}), "unknown configuration key 't_coss'"),
     (dict(sets={"t_cos": 2.0}), "t_cos is a cosine similarity threshold"),
-    (dict(sets={"lr": -1.0}), "lr must be positive"),
+    (dict(sets={"lr": -1.0}), "lr must be 0 or more"),
     (dict(sets={"dict_size": "many"}), "dict_size=many: expected a value of type int"),
     (dict(sweeps={"t_cos": [0.5, 1.5]}), "t_cos is a cosine similarity threshold"),
 ])

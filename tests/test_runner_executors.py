@@ -239,7 +239,7 @@ def test_slurm_submission_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, needle", [
     (["grid", "--set", "t_coss=0.5"], "unknown configuration key 't_coss'"),
     (["grid", "--set", "t_cos=2"], "t_cos is a cosine similarity threshold"),
-    (["grid", "--set", "lr=-1"], "lr must be positive"),
+    (["grid", "--set", "lr=-1"], "lr must be 0 or more"),
     (["grid", "--set", "iterations=many"], "iterations=many: expected a value of type int"),
     (["grid", "--set", "t_cos"], "--set expects KEY=VALUE"),
     (["grid", "--sweep", "t_cos=0.5,x"], "t_cos=x: expected a value of type float"),

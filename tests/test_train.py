@@ -330,7 +330,7 @@ def _fails(argv, capsys, needle):
     (["no_such_key=1"], "no_such_key"),
     (["data_root=/no/such/folder"], "/no/such/folder"),
     (["t_cos=2"], "t_cos"),
-    (["lr=-1"], "lr must be positive"),
+    (["lr=-1"], "lr must be 0 or more"),
     (["lambda_cos=-0.1"], "lambda_cos must be 0 or more"),
     (["compile=graphs"], "compile"),
     (["compile=step", "precision=fp32"], "compile=step needs the grouped cosine loss"),
