@@ -154,13 +154,19 @@ def setting(metrics: dict, key: str):
     return config[key]
 
 
-def missing_note(missing: Iterable[str], what: str = "the committed grid", command: str | None = None) -> str:
-    """Markdown: which variants are not published yet and the command that makes them ('' if none)."""
+def missing_note(missing: Iterable[str], what: str = "the committed grid") -> str:
+    """Markdown: which runs a lesson looked for and this copy of the results lacks ('' if none).
+
+    In class nobody can act on a grid command (hours of training), so the note says why the runs
+    are absent rather than how to make them; the teacher finds the command in the README."""
     missing = list(missing)
     if not missing:
         return ""
-    return (f"**Not published yet** in {what}: {', '.join(missing)}. Run `{command or grid_command()}` "
-            "(the cells below show what is there and will fill in when the runs land).")
+    return (f"**Not in this copy of the results** ({what}): {', '.join(missing)}. The published runs come with "
+            "the repository (`docs/results/`); the teacher's `python -m cosuda.workshop prepare` does not fetch "
+            "or train them, so a missing folder means that this clone is incomplete or that these runs have not "
+            "been published yet. Nothing to run in class: the cells below show what is there. (Teachers: the "
+            "README's Results section gives the command that makes them.)")
 
 
 def extras_note(what: str = "predictions") -> str:

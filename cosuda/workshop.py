@@ -11,7 +11,8 @@ training one, so each in-room step takes minutes (see WORKSHOP.md for measured t
 
 `check` reports, each with its fix: the benchmark, the lesson model and the pseudo-labels
 missing; `student/` missing or not written from the current `notebooks/` (students' own edits
-do not count); and the `python3` kernel JupyterLab starts being unable to import cosuda (it runs
+do not count); a student version whose outputs or metadata show an exercise's expected answer
+(`cosuda.exercises.student.student_answer_leaks`); and the `python3` kernel JupyterLab starts being unable to import cosuda (it runs
 the kernel's Python with `-c "import ipykernel, cosuda"` in `student/`, as JupyterLab would).
 Run it with the Python that runs JupyterLab (`.venv/bin/python`): a kernel spec whose command
 is plain `python` means that Python, as for JupyterLab.
@@ -76,8 +77,9 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
 
 
 def student_problems(student_dir: Path = STUDENT_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[str]:
-    """What is wrong with the student notebooks, with the fix (empty list: up to date)."""
-    from .exercises.student import stale_student_versions
+    """What is wrong with the student notebooks, with the fix (empty list: up to date and no
+    exercise's answer in what they show)."""
+    from .exercises.student import stale_student_versions, student_answer_leaks
 
     fix = ("run `python -m cosuda.exercises.student` (or `python -m cosuda.workshop prepare`); "
            f"it overwrites {student_dir.name}/, so do it before the students start")
@@ -88,7 +90,8 @@ def student_problems(student_dir: Path = STUDENT_DIR, notebooks_dir: Path = NOTE
         names = ", ".join(Path(n).stem for n in stale)
         return [f"student notebooks ({student_dir}) out of date, not written from the current {Path(notebooks_dir).name}/ "
                 f"({names}): {fix}"]
-    return []
+    return [f"a student notebook shows an exercise's answer: {leak}; change that lesson cell so that it does not "
+            f"print the answer, then run `python -m cosuda.exercises.student`" for leak in student_answer_leaks(notebooks_dir)]
 
 
 def kernel_command(name: str = KERNEL) -> tuple[list[str], dict]:

@@ -92,8 +92,10 @@ for label, (runs, src, arch, metric) in sources.items():
     rows_here = [v for v in variants if v in runs]
     print(f"{label}: {metric}; " + ", ".join(f"{v} (seeds {','.join(map(str, sorted(runs[v])))})" for v in rows_here))
     absent = [v for v in variants if v not in runs and (live or v in GRID_VARIANTS)]
-    if absent:
-        display(Markdown(results.missing_note(absent, label, results.grid_command(src))))
+    if absent and live:
+        print(f"{label}: no finished run of {', '.join(absent)} in {root} (the runner's lines above say why)")
+    elif absent:
+        display(Markdown(results.missing_note(absent, label)))
 main_label = next(iter(sources))
 runs, source, arch, metric = sources[main_label]
 not_in_grid = {v: "not in the synthetic grid (train it with live=True)" for v in variants if v not in GRID_VARIANTS}
@@ -198,3 +200,61 @@ fig = plots.grid_curves(runs, [v for v in variants if v in runs], metric=metric,
 #   docs/results/synthetic`, then re-run this notebook. On real data (GPU): `python -m
 #   cosuda.runner grid --preset-prefix gta5-deeplabv2 --data-root /data --executor gpus`, then
 #   this notebook with `-p grid_root runs/grid`.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** Each ablation of Table 4 is Ours with one building block changed, and each is a row of
+# `cosuda.config.VARIANTS` (printed at the top of this lesson). Which field of `Variant` does
+# each of w/o Dictionary (`wo-dict`), w/o Class-wise Split (`wo-split`) and with Adversarial
+# (`with-adv`) change with respect to `ours`? Give a dict {variant: field name}; the fields are
+# `source_seg`, `target_seg`, `cos`, `split` and `adversarial`.
+
+# %% tags=["solution"]
+# The field of Variant that each ablation changes from "ours"
+answer_fields = {"wo-dict": "cos", "wo-split": "cos", "with-adv": "adversarial"}
+
+# %%
+from cosuda.exercises import ablations as ex
+
+ex.check_changed_fields(answer_fields, base="ours", ablations=("wo-dict", "wo-split", "with-adv"))
+
+# %% [markdown]
+# **2.** An imagined grid with three seeds gave these final mIoU19 on target val (the two rows
+# of one seed start from the same stage-1 model and pseudo-labels, so they are paired). What
+# are the mean paired difference Ours − only SSL and its 95 % t-interval? Give `(mean, low,
+# high)` in mIoU points. Student's t for 2 degrees of freedom is 4.303.
+
+# %%
+ours_per_seed = [34.20, 35.05, 33.10]      # Ours, seeds 0, 1, 2
+only_ssl_per_seed = [33.60, 34.85, 32.40]  # only SSL, the same seeds
+
+# %% tags=["solution"]
+# (mean, low, high) of Ours - only SSL, paired by seed
+diffs = [a - b for a, b in zip(ours_per_seed, only_ssl_per_seed)]
+mean = sum(diffs) / len(diffs)
+sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5  # sample std: n - 1
+half = 4.303 * sd / len(diffs) ** 0.5  # t for 2 degrees of freedom, times the standard error
+answer_interval = (mean, mean - half, mean + half)
+
+# %%
+ex.check_paired_interval(answer_interval, ours_per_seed, only_ssl_per_seed)
+
+# %% [markdown]
+# **3.** A mean above 0 is not yet a claim that holds. Five seeds of another imagined grid gave
+# the per-seed differences below (first row minus second, mIoU points). For which pairs does the
+# claim "the first row is better" hold, i.e. the 95 % interval lies wholly above 0? Give the set
+# of pairs as they are written in `differences` (`results.t_interval` computes an interval).
+
+# %%
+differences = {("ours", "only-ssl"): [0.6, 0.2, 0.7, 0.4, 0.5],
+               ("ours", "wo-dict"): [0.3, -0.2, 0.4, 0.1, -0.1],
+               ("wo-split", "only-ssl"): [0.9, -0.4, 1.2, 0.3, 0.2],
+               ("only-ssl", "ssl-adv"): [0.3, 0.5, 0.2, 0.4, 0.35]}
+
+# %% tags=["solution"]
+# The pairs (a, b) for which "a is better than b" holds at 95 %
+answer_claims = {pair for pair, d in differences.items() if results.t_interval(d)["low"] > 0}
+
+# %%
+ex.check_claims(answer_claims, differences)

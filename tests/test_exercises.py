@@ -1,4 +1,4 @@
-"""The exercises of notebooks 01 and 03-06: reference answers pass, typical wrong answers fail with
+"""The exercises of notebooks 01, 03-06 and 08: reference answers pass, typical wrong answers fail with
 a hint, None / ... is "not yet"; and the stored notebooks show every check passing."""
 import ast
 from pathlib import Path
@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cosuda import lessons, method
+from cosuda import lessons, method, results
 from cosuda.exercises import Result
+from cosuda.exercises import ablations as ex_abl
 from cosuda.exercises import cosine_loss as ex_cos
 from cosuda.exercises import datasets as ex_data
 from cosuda.exercises import dictionary as ex_dict
@@ -292,6 +293,95 @@ def test_mean_loss():
     not_yet(ex_cos.check_mean_loss, m, 0.8)
 
 
+# ------------------------------------------------------------------------------ 08 ablations
+def test_changed_fields():
+    truth = {"wo-dict": "cos", "wo-split": "cos", "with-adv": "adversarial"}
+    passes(ex_abl.check_changed_fields(truth))
+    passes(ex_abl.check_changed_fields({"wo-dict": ["cos"], "wo-split": {"cos"}, "with-adv": "adversarial"}))
+    passes(ex_abl.check_changed_fields({"ssl-adv": "adversarial"}, base="only-ssl", ablations=("ssl-adv",)))
+    # the paper's "class-wise split" is not the `split` field (eq. 7 / 8)
+    fails(ex_abl.check_changed_fields({**truth, "wo-split": "split"}), "not the `split` field")
+    fails(ex_abl.check_changed_fields({**truth, "wo-dict": {"cos", "target_seg"}}), "keeps target_seg = 'pseudo'")
+    fails(ex_abl.check_changed_fields({**truth, "with-adv": "adv"}), "not a field of Variant")
+    fails(ex_abl.check_changed_fields({"wo-dict": "cos"}), "wo-split, with-adv are missing")
+    fails(ex_abl.check_changed_fields("cos"), "give a dict")
+    not_yet(ex_abl.check_changed_fields)
+    with pytest.raises(ValueError, match="no-such"):
+        ex_abl.check_changed_fields({"no-such": "cos"}, ablations=("no-such",))
+
+
+OURS, SSL = [34.20, 35.05, 33.10], [33.60, 34.85, 32.40]  # the notebook's imagined grid
+
+
+def test_paired_interval():
+    t = results.t_interval([a - b for a, b in zip(OURS, SSL)])
+    truth = (t["mean"], t["low"], t["high"])
+    assert truth == pytest.approx((0.5, -0.157, 1.157), abs=1e-3)  # every seed favours Ours, the interval holds 0
+    passes(ex_abl.check_paired_interval(truth, OURS, SSL))
+    passes(ex_abl.check_paired_interval((0.5, -0.16, 1.16), OURS, SSL))  # rounded to two decimals
+    passes(ex_abl.check_paired_interval(t, OURS, SSL))  # t_interval's own dict
+    fails(ex_abl.check_paired_interval((-0.5, -1.157, 0.157), OURS, SSL), "second row minus the first")
+    fails(ex_abl.check_paired_interval((0.4, -0.16, 1.16), OURS, SSL), "subtract seed by seed")
+    sd = float(np.std([a - b for a, b in zip(OURS, SSL)], ddof=1))
+    for half, hint in ((1.96 * sd / 3 ** 0.5, "not the normal's 1.96"), (4.303 * sd, "square root of the number"),
+                       (4.303 * sd * (2 / 3) ** 0.5 / 3 ** 0.5, "n - 1, not by n"), (1.0, "the seeds are paired")):
+        fails(ex_abl.check_paired_interval((0.5, 0.5 - half, 0.5 + half), OURS, SSL), hint)
+    fails(ex_abl.check_paired_interval((0.5, 1.16), OURS, SSL), "three numbers")
+    not_yet(ex_abl.check_paired_interval, OURS, SSL)
+
+
+DIFFERENCES = {("ours", "only-ssl"): [0.6, 0.2, 0.7, 0.4, 0.5],
+               ("ours", "wo-dict"): [0.3, -0.2, 0.4, 0.1, -0.1],
+               ("wo-split", "only-ssl"): [0.9, -0.4, 1.2, 0.3, 0.2],
+               ("only-ssl", "ssl-adv"): [0.3, 0.5, 0.2, 0.4, 0.35]}
+
+
+def test_claims():
+    truth = {pair for pair, d in DIFFERENCES.items() if results.t_interval(d)["low"] > 0}
+    assert truth == {("ours", "only-ssl"), ("only-ssl", "ssl-adv")} == ex_abl.holding_claims(DIFFERENCES)
+    passes(ex_abl.check_claims(truth, DIFFERENCES))
+    passes(ex_abl.check_claims(sorted(truth), DIFFERENCES))
+    # the largest mean of the four, yet its interval includes 0
+    fails(ex_abl.check_claims(truth | {("wo-split", "only-ssl")}, DIFFERENCES), "includes 0")
+    fails(ex_abl.check_claims({("ours", "only-ssl")}, DIFFERENCES), "1 more pair has")
+    fails(ex_abl.check_claims(set(), DIFFERENCES), "2 more pairs have")
+    reversed_pair = {("only-ssl", "ours"), ("only-ssl", "ssl-adv")}
+    fails(ex_abl.check_claims(reversed_pair, DIFFERENCES), "first row minus the second")
+    fails(ex_abl.check_claims(truth | {("ours", "oracle")}, DIFFERENCES), "not one of the pairs")
+    fails(ex_abl.check_claims(("ours", "only-ssl"), DIFFERENCES), "one pair is {(a, b)}")
+    fails(ex_abl.check_claims("ours", DIFFERENCES), "set of pairs")
+    not_yet(ex_abl.check_claims, DIFFERENCES)
+    passes(ex_abl.check_claims(set(), {("a", "b"): [1.0, -1.0]}))  # no claim holds: the empty set is right
+
+
+def _run_exercise_section(nb, stem):
+    """Runs the cells of a notebook's exercise section (from "## Exercises" on) in one namespace,
+    as the notebook would after its earlier cells; returns the results of its check cells."""
+    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "## Exercises" in c.source)
+    namespace, shown = {"results": results}, []
+    for cell in nb.cells[start:]:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, stem, "exec"), namespace)
+        if last is not None:
+            shown.append(eval(compile(ast.Expression(last.value), stem, "eval"), namespace))
+    return shown
+
+
+def test_notebook_08_solutions_pass_their_checks_and_its_stubs_are_not_yet():
+    """The lesson's exercise cells need only what they define (and `results`): every solution
+    passes its own check, and in the student version every check says "not yet"."""
+    nb = nbformat.read(NOTEBOOKS / "08_ablations.ipynb", as_version=4)
+    checks = _run_exercise_section(nb, "08_ablations")
+    assert len(checks) == 3
+    for result in checks:
+        passes(result)
+    for result in _run_exercise_section(student_notebook(nb), "08_ablations (student)"):
+        fails(result, "no answer yet")
+
+
 # ------------------------------------------------------------------------------ the notebooks themselves
 def _check_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code" and "ex.check_" in c.source]
@@ -311,7 +401,7 @@ def test_stored_notebook_shows_every_reference_answer_passing(stem):
         assert shown.startswith("Right"), f"{stem}: the check `{cell.source.splitlines()[-1]}` shows {shown!r}"
 
 
-@pytest.mark.parametrize("stem", MINE)
+@pytest.mark.parametrize("stem", [*MINE, "08_ablations"])
 def test_student_stubs_define_what_the_checks_read(stem):
     """The student version replaces each solution cell with `name = ...` stubs; the check cell after
     it must only need those names (so that it says "not yet" instead of raising NameError)."""

@@ -280,14 +280,17 @@ def test_alignment_table_and_transfer_table(runs):
     assert "| 50 | partly |" in next(r for r in rows if r.startswith("| road"))
     assert "| — |" in next(r for r in rows if r.startswith("| sidewalk"))  # the oracle has no value
     missing = results.transfer_markdown({})
-    assert "Not published yet" in missing and "--publish" in missing
+    assert "Not in this copy of the results" in missing and "source-only, oracle" in missing
 
 
 def test_the_notes_name_what_is_missing_and_the_command_that_makes_it():
     assert results.missing_note([]) == ""
-    note = results.missing_note(["oracle"], "synthetic grid, SYNTHIA-like", results.grid_command("synthia"))
-    assert "--task synthia" in note and "oracle" in note
-    assert "--task gta5" in results.missing_note(["ours"])
+    # In class a missing run is explained, not a multi-hour command to run: prepare did not fetch it.
+    note = results.missing_note(["oracle"], "synthetic grid, SYNTHIA-like")
+    assert "oracle" in note and "SYNTHIA-like" in note
+    assert "python -m cosuda.workshop prepare" in note and "docs/results/" in note
+    assert "cosuda.runner" not in note and "README's Results section" in note  # the teacher's pointer
+    assert "--task synthia" in results.grid_command("synthia")
     assert "publish_extras" in results.extras_note()
     assert results.seeds_text({"ours": {2: {}, 0: {}}}, "ours") == "0,2" and results.seeds_text({}, "ours") == "none"
 

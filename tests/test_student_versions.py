@@ -14,8 +14,9 @@ import nbformat
 import pytest
 
 from cosuda import workshop
-from cosuda.exercises.student import (ANSWER_TAG, MANIFEST, SOLUTION_TAG, answer_stub, normalised,
-                                      stale_student_versions, student_notebook, write_student_versions)
+from cosuda.exercises.student import (ANSWER_TAG, MANIFEST, SOLUTION_TAG, answer_leaks, answer_stub,
+                                      expected_answers, normalised, shows_answer, stale_student_versions,
+                                      student_answer_leaks, student_notebook, write_student_versions)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHECK_CALL = re.compile(r"\bex\.check_\w+\(")  # how the lessons' check cells are written
@@ -60,7 +61,7 @@ def test_student_versions_contain_no_solutions(written):
         for sol in solutions:
             for line in _solution_lines(sol.source):  # the answer lines themselves are gone
                 assert line not in student_lines, f"{path.name}: solution line {line!r} left in"
-    assert with_exercises >= 6  # datasets, pseudo-labels, processes, dictionary, cosine loss, adapt
+    assert with_exercises >= 7  # datasets, pseudo-labels, processes, dictionary, cosine loss, adapt, ablations
 
 
 def test_student_versions_show_no_answer(written):
@@ -87,7 +88,108 @@ def test_student_versions_show_no_answer(written):
             else:  # the lesson's figures and tables stay
                 assert cell.outputs == orig.outputs and cell.execution_count == orig.execution_count, \
                     f"{path.name} cell {i}: a teaching output was cleared"
-    assert checks_seen >= 14
+    assert checks_seen >= 17
+
+
+def test_student_versions_show_no_expected_answer_in_outputs_or_metadata(written):
+    """The student versions as written from notebooks/ (and as the check makes them) pass the check,
+    and the check is not empty: it knows the answers of 07's and 08's exercises."""
+    out, paths = written
+    for path in paths:
+        answers = expected_answers(nbformat.read(NOTEBOOKS / path.name, as_version=4))
+        assert answer_leaks(nbformat.read(path, as_version=4), answers, path.stem) == []
+    assert student_answer_leaks(NOTEBOOKS) == []
+    found = {path.stem: [a.value for a in expected_answers(nbformat.read(NOTEBOOKS / path.name, as_version=4))]
+             for path in paths}
+    assert (0.4, 0.5, 0.6) in found["07_adapt"] and {"seg_s", "seg_t", "adv"} in found["07_adapt"]
+    assert {"wo-dict": "cos", "wo-split": "cos", "with-adv": "adversarial"} in found["08_ablations"]
+    assert {("ours", "only-ssl"), ("only-ssl", "ssl-adv")} in found["08_ablations"]
+    assert [3, 5, 7, 8] in found["05_feature_dictionary"]
+
+
+def _lesson_with_a_leak(shown="gta5-fcn8s-ours: T_cos 0.4 -> (fc7, pool4, pool3) thresholds (0.4, 0.5, 0.6)"):
+    """A lesson whose teaching cell (before the exercises, so its output is kept) prints `shown`,
+    with exercise 3 of lesson 07 after it."""
+    teaching = nbformat.v4.new_code_cell("print(thresholds)")
+    teaching.outputs = [nbformat.v4.new_output("stream", name="stdout", text=shown)]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [teaching, nbformat.v4.new_markdown_cell("**3.** Which thresholds for T_cos = 0.4?"),
+                nbformat.v4.new_code_cell("answer_thresholds = (0.4, 0.5, 0.6)", metadata={"tags": [SOLUTION_TAG]}),
+                nbformat.v4.new_code_cell("from cosuda.exercises import adapt as ex\n\n"
+                                          "ex.check_fcn_thresholds(answer_thresholds, t_cos=0.4)")]
+    return nb
+
+
+def test_an_output_that_shows_an_answer_is_reported_with_notebook_cell_and_answer():
+    nb = _lesson_with_a_leak()
+    answers = expected_answers(nb)
+    assert [(a.cell, a.value) for a in answers] == [(2, (0.4, 0.5, 0.6)), (3, (0.4, 0.5, 0.6))]
+    student = student_notebook(nb)
+    assert student.cells[0].outputs, "a teaching output is kept by the writer"
+    [leak] = answer_leaks(student, answers, "07_adapt")  # one line, though the solution and the check both know it
+    assert leak.startswith("07_adapt: cell 0's output shows the answer (0.4, 0.5, 0.6)"), leak
+    assert "answer_thresholds" in leak and "cell 2" in leak
+    # from the check alone (a solution that computes its answer), through a constant set in an earlier cell
+    nb.cells[2].source = "answer_thresholds = layer_thresholds(asked, 3)"
+    nb.cells.insert(1, nbformat.v4.new_code_cell("asked = 0.4"))
+    nb.cells[4].source = nb.cells[4].source.replace("t_cos=0.4", "t_cos=asked")
+    [leak] = answer_leaks(student_notebook(nb), expected_answers(nb), "07_adapt")
+    assert "ex.check_fcn_thresholds(answer_thresholds, t_cos=asked)" in leak and "cell 4" in leak
+    # in the metadata
+    nb = _lesson_with_a_leak("nothing to see")
+    assert answer_leaks(student_notebook(nb), expected_answers(nb)) == []
+    nb.cells[0].metadata["note"] = "thresholds [0.4, 0.5, 0.6]"
+    assert "cell 0's metadata" in answer_leaks(student_notebook(nb), expected_answers(nb))[0]
+    nb.metadata["summary"] = "0.4 / 0.5 / 0.6"
+    assert "the notebook metadata" in answer_leaks(student_notebook(nb), expected_answers(nb))[0]
+
+
+@pytest.mark.parametrize("output", [
+    nbformat.v4.new_output("execute_result", {"text/plain": "array([0.4, 0.5, 0.6])"}, execution_count=1),
+    nbformat.v4.new_output("display_data", {"text/markdown": "| fc7 | pool4 | pool3 |\n|---|---|---|\n"
+                                                              "| **0.40** | 0.50 | 0.60 |"}),
+    nbformat.v4.new_output("display_data", {"text/html": "<td>0.4</td><td>0.5</td><td>0.6</td>",
+                                            "text/plain": "<IPython.core.display.HTML object>"}),
+    nbformat.v4.new_output("error", ename="ValueError", evalue="bad thresholds (0.4, 0.5, 0.6)", traceback=[]),
+])
+def test_every_kind_of_output_is_read(output):
+    nb = _lesson_with_a_leak()
+    nb.cells[0].outputs = [output]
+    assert len(answer_leaks(student_notebook(nb), expected_answers(nb))) == 1
+
+
+def test_answers_are_compared_as_tokens():
+    assert shows_answer("thresholds (0.4, 0.5, 0.6), dict-size 2000", (0.4, 0.5, 0.6))
+    assert not shows_answer("T_cos 0.4 for fc7 (pool4 and pool3: exercise 3)", (0.4, 0.5, 0.6))
+    assert not shows_answer("synthia: thresholds (0.2, 0.3, 0.4)", (0.4, 0.5, 0.6))
+    assert not shows_answer("0.4, 0.5, 0.65", (0.4, 0.5, 0.6))
+    # a set in any order, a dict as its items, numbers as rounded to the decimals shown
+    assert shows_answer("ssl-adv: adv + seg_s + seg_t", {"seg_s", "seg_t", "adv"})
+    assert shows_answer("{'with-adv': 'adversarial', 'wo-dict': 'cos', 'wo-split': 'cos'}",
+                        {"wo-dict": "cos", "wo-split": "cos", "with-adv": "adversarial"})
+    assert shows_answer("Ours − only SSL: +0.50 [−0.16, +1.16]", (0.5, -0.1573, 1.1573))
+    assert not shows_answer("Ours − only SSL: +0.50 [+0.16, +1.16]", (0.5, -0.1573, 1.1573))
+    # a lone number counts when shown with 3 significant digits; a lone word or small count never
+    assert shows_answer("194.6 MB in float16", 194.56) and not shows_answer("about 190 MB", 194.56)
+    assert not shows_answer("road 37.2", "road") and not shows_answer("seeds 0, 1, 2", [0, 1])
+
+
+def test_workshop_check_reports_a_student_version_that_shows_an_answer(tmp_path):
+    notebooks = _copy_notebooks(tmp_path, ("07_adapt",))
+    student = tmp_path / "student"
+    write_student_versions(student, notebooks)
+    assert workshop.student_problems(student, notebooks) == []
+    # lesson 07 as it was: its FCN-8s cell printed the thresholds exercise 3 asks for
+    path = notebooks / "07_adapt.ipynb"
+    text = path.read_text(encoding="utf-8")
+    assert "T_cos 0.4 for fc7 (pool4 and pool3: exercise 3)" in text
+    path.write_text(text.replace("T_cos 0.4 for fc7 (pool4 and pool3: exercise 3)",
+                                 "T_cos 0.4 -> (fc7, pool4, pool3) thresholds (0.4, 0.5, 0.6)"), encoding="utf-8")
+    write_student_versions(student, notebooks)
+    [problem] = workshop.student_problems(student, notebooks)
+    assert "07_adapt" in problem and "(0.4, 0.5, 0.6)" in problem and "answer_thresholds" in problem
+    cell = next(i for i, c in enumerate(nbformat.read(path, as_version=4).cells) if "asked_t_cos" in c.source)
+    assert f"cell {cell}'s output" in problem
 
 
 def test_student_versions_have_no_jupytext_pairing_and_are_normalised(written):

@@ -10,6 +10,8 @@ Reference solutions sit in notebook cells tagged ``solution``; ``python -m cosud
 writes the student versions of all notebooks with those cells replaced by answer stubs and the
 outputs of the check cells and of every cell from the first solution on cleared (no answer shown).
 Tests run every reference solution through its checker (must pass) and a wrong answer (must fail).
+A module's ``ANSWERS`` maps each check to the function that computes the answer it expects from
+the check's other arguments; the student check looks for those answers in what students see.
 """
 from __future__ import annotations
 

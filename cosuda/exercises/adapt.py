@@ -85,3 +85,10 @@ def check_fcn_thresholds(answer, t_cos: float) -> Result:
     if all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(values, reversed(truth))):
         return wrong("right values, wrong order: fc7 is the deepest layer and keeps the baseline threshold.")
     return wrong("supplementary D adds 0.1 per layer as the layer gets shallower, starting at T_cos for fc7.")
+
+
+# The answer each check expects, from the check's other arguments: the student-version check
+# (cosuda.exercises.student.expected_answers) looks for these in what students see.
+ANSWERS = {"check_terms": variant_terms,
+           "check_cos_share": cos_share,
+           "check_fcn_thresholds": lambda t_cos: layer_thresholds(t_cos, 3)}

@@ -78,3 +78,8 @@ def check_memory(answer, num_classes: int, size: int, dim: int, dtype=torch.floa
         if other != element and close(value, truth / element * other / 1e6):
             return wrong(f"{dtype} takes {element} bytes per number, not {other}.")
     return wrong("multiply classes x dict-size x feature size x bytes per number, then divide by 10^6.")
+
+
+# The answer each check expects, from the check's other arguments (see cosuda.exercises.adapt).
+# (check_memory's answer is a constant the solution cell writes out: found there.)
+ANSWERS = {"check_remaining": queue_contents}

@@ -19,6 +19,14 @@ which records what each was written from, for ``python -m cosuda.workshop check`
   or a ``check_*`` imported from such a module); a cell that is not valid Python is a check cell
   when it contains ``check_<name>(``. Cells before the first solution keep their outputs: they are
   the lesson's figures and tables, and, run top to bottom, they run before any answer exists.
+* **No answer in what they show.** ``student_answer_leaks`` (run by ``python -m cosuda.workshop
+  check``) looks for every exercise's expected answer in the outputs (streams, text/plain,
+  text/markdown, text/html, text/latex, errors) and the notebook and cell metadata of the student
+  versions: a lesson cell before the exercises must not print what an exercise asks. The answers
+  are those known without running the lesson (``expected_answers``): the constants a solution cell
+  assigns, and what a check expects (its module's ``ANSWERS``) when its other arguments are
+  constants. Text and answer are compared as tokens (words; numbers as rounded to the decimals
+  shown), so ``(0.4, 0.5, 0.6)`` is found in "thresholds 0.4, 0.5, 0.6" and a set in any order.
 * **No jupytext pairing.** ``metadata.jupytext`` (``formats: ipynb,py:percent``) and jupytext's
   cell metadata are dropped, so JupyterLab does not write ``<out>/NN_*.py`` beside the notebooks;
   a ``<out>/NN_*.py`` left from an earlier version (with the stem of a notebook written now) is
@@ -32,9 +40,13 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import importlib
+import itertools
 import json
+import operator
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -65,24 +77,39 @@ def _parse(source: str) -> ast.Module | None:
         return None
 
 
-def exercise_names(cells) -> tuple[set[str], set[str]]:
-    """(names bound to a cosuda.exercises module, names bound to a check_* function of one),
-    from the import statements of all code cells."""
-    modules, functions = set(), set()
+def exercise_bindings(cells) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """({name: the module it is bound to} for names bound to cosuda (or a module of it) that lead
+    to a cosuda.exercises module, {name: (module, check_* function)} for check functions imported
+    by name), from the import statements of all code cells."""
+    modules, functions = {}, {}
     for cell in cells:
         tree = _parse(cell.source) if cell.cell_type == "code" else None
         for node in ast.walk(tree) if tree else ():
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name == "cosuda.exercises" or alias.name.startswith("cosuda.exercises."):
-                        modules.add(alias.asname or alias.name.split(".")[0])
+                        if alias.asname:
+                            modules[alias.asname] = alias.name
+                        else:
+                            modules[alias.name.split(".")[0]] = alias.name.split(".")[0]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 if node.module == "cosuda":
-                    modules.update(a.asname or a.name for a in node.names if a.name == "exercises")
+                    modules.update({a.asname or a.name: "cosuda.exercises"
+                                    for a in node.names if a.name == "exercises"})
                 elif node.module == "cosuda.exercises" or node.module.startswith("cosuda.exercises."):
                     for alias in node.names:
-                        (functions if alias.name.startswith("check_") else modules).add(alias.asname or alias.name)
+                        if alias.name.startswith("check_"):
+                            functions[alias.asname or alias.name] = (node.module, alias.name)
+                        else:
+                            modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     return modules, functions
+
+
+def exercise_names(cells) -> tuple[set[str], set[str]]:
+    """(names bound to a cosuda.exercises module, names bound to a check_* function of one),
+    from the import statements of all code cells."""
+    modules, functions = exercise_bindings(cells)
+    return set(modules), set(functions)
 
 
 def is_check_cell(cell, modules: set[str], functions: set[str]) -> bool:
@@ -292,12 +319,259 @@ def stale_student_versions(out_dir: Path, notebooks_dir: Path = REPO_ROOT / "not
             or recorded.get(name) != source_digest(Path(notebooks_dir) / name)]
 
 
+# --- no answer shown: the expected answers, looked for in what a student notebook shows ----------
+@dataclass(frozen=True)
+class Answer:
+    """An exercise's expected answer as far as the reference notebook tells it without running:
+    `cell` is the solution or check cell it comes from, `what` says which."""
+    cell: int
+    what: str
+    value: object
+
+
+class _NotConstant(Exception):
+    pass
+
+
+_UNKNOWN = object()  # the value of an expression that only running the notebook would tell
+
+
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+               ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+
+
+def _constant(node, env: dict):
+    """The value of an expression made only of literals, arithmetic and names of `env`."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in env:
+        return env[node.id]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        items = [_constant(e, env) for e in node.elts]
+        return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_constant(k, env): _constant(v, env) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _constant(node.operand, env)
+        return -value if isinstance(node.op, ast.USub) else +value
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        left, right = _constant(node.left, env), _constant(node.right, env)
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:  # a literal is never that big a power
+            raise _NotConstant
+        return _ARITHMETIC[type(node.op)](left, right)
+    raise _NotConstant
+
+
+def _evaluate(node, env: dict):
+    try:
+        return _constant(node, env)
+    except (_NotConstant, TypeError, ValueError, ArithmeticError):
+        return _UNKNOWN
+
+
+def _bound_names(statement) -> list[str]:
+    """The names a top-level statement binds (assignments, loops, definitions, imports)."""
+    names = _assigned_names(ast.Module(body=[statement], type_ignores=[]))
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        names.append(statement.name)
+    elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+        names += [(a.asname or a.name).split(".")[0] for a in statement.names]
+    return names
+
+
+def _checker_answer(call: ast.Call, env: dict, modules: dict, functions: dict):
+    """What the check `call` expects, from the ANSWERS of its exercise module (see
+    cosuda.exercises.adapt) and the call's other arguments when they are constants; else _UNKNOWN."""
+    func = call.func
+    if isinstance(func, ast.Name) and func.id in functions:
+        module, name = functions[func.id]
+    elif isinstance(func, ast.Attribute) and func.attr.startswith("check_"):
+        path, root = [], func.value
+        while isinstance(root, ast.Attribute):
+            path.insert(0, root.attr)
+            root = root.value
+        if not (isinstance(root, ast.Name) and root.id in modules):
+            return _UNKNOWN
+        module, name = ".".join([modules[root.id], *path]), func.attr
+    else:
+        return _UNKNOWN
+    try:
+        expected = getattr(importlib.import_module(module), "ANSWERS", {})[name]
+    except (ImportError, KeyError):
+        return _UNKNOWN
+    args = [_evaluate(a, env) for a in call.args[1:]]
+    kwargs = {k.arg: _evaluate(k.value, env) for k in call.keywords}
+    if _UNKNOWN in args or _UNKNOWN in kwargs.values() or None in kwargs:
+        return _UNKNOWN
+    try:
+        return expected(*args, **kwargs)
+    except (TypeError, ValueError, KeyError):  # the check cell itself would say what is wrong
+        return _UNKNOWN
+
+
+def expected_answers(nb: nbformat.NotebookNode) -> list[Answer]:
+    """The answers the exercises of a reference notebook expect, as far as they are known without
+    running it: the constant values its solution cells assign (`answer = (0.4, 0.5, 0.6)`, also
+    through names that earlier cells set to constants), and what each check call expects when
+    its other arguments are such constants (the exercise module's ANSWERS). Answers computed
+    from a lesson's run (a loss, a count) are only known when it runs: they are not here."""
+    modules, functions = exercise_bindings(nb.cells)
+    env, answers = {}, []
+    for i, cell in enumerate(nb.cells):
+        tree = _parse(cell.source) if cell.cell_type == "code" else None
+        if tree is None:
+            continue
+        solution = SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
+        for node in ast.walk(tree) if not solution else ():
+            if isinstance(node, ast.Call):
+                value = _checker_answer(node, env, modules, functions)
+                if value is not _UNKNOWN:
+                    answers.append(Answer(i, f"`{ast.unparse(node)}`", value))
+        for statement in tree.body:
+            value = _UNKNOWN
+            if isinstance(statement, ast.Assign) and all(isinstance(t, ast.Name) for t in statement.targets):
+                value = _evaluate(statement.value, env)
+            elif isinstance(statement, ast.AnnAssign) and statement.value and isinstance(statement.target, ast.Name):
+                value = _evaluate(statement.value, env)  # a parameter: `t_cos: float = 0.4`
+            for name in _bound_names(statement):
+                env.pop(name, None)
+                if value is not _UNKNOWN:
+                    env[name] = value
+                    if solution:
+                        answers.append(Answer(i, f"`{name}` of the solution", value))
+    return answers
+
+
+_SHOWN_MIME = ("text/plain", "text/markdown", "text/html", "text/latex")
+_MARKUP = re.compile(r"<[^>]*>|\x1b\[[0-9;]*[A-Za-z]")  # HTML tags, terminal colours
+_TOKEN = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?|[a-z_][a-z0-9_-]*")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_MAX_ORDERS = 120
+
+
+def shown_texts(nb: nbformat.NotebookNode):
+    """(where, text) for everything a notebook shows besides its sources: the text of every output
+    (streams, text/plain, text/markdown, text/html, text/latex, errors) and the metadata."""
+    yield "the notebook metadata", json.dumps(nb.get("metadata", {}))
+    for i, cell in enumerate(nb.cells):
+        if cell.get("metadata"):
+            yield f"cell {i}'s metadata", json.dumps(cell.metadata)
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            parts = [output.get("text", ""), *(data.get(m, "") for m in _SHOWN_MIME), output.get("evalue", ""),
+                     "\n".join(output.get("traceback", [])), json.dumps(output.get("metadata", {}))]
+            yield f"cell {i}'s output", "\n".join(p if isinstance(p, str) else "".join(p) for p in parts)
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(_MARKUP.sub(" ", text).lower().replace("\u2212", "-"))
+
+
+def _spellings(value) -> list[list]:
+    """The ways an answer reads as a sequence of tokens (words as strings, numbers as floats): a
+    set's or dict's items in every order (up to _MAX_ORDERS), a sequence's in its own."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, bool) or value is None:
+        return [[str(value).lower()]]
+    if isinstance(value, (int, float)):
+        return [[float(value)]]
+    if isinstance(value, str):
+        return [_tokens(value)]
+    if isinstance(value, dict):
+        items, ordered = [(k, v) for k, v in value.items()], False
+    elif isinstance(value, (set, frozenset)):
+        items, ordered = sorted(value, key=repr), False
+    elif isinstance(value, (list, tuple)):
+        items, ordered = list(value), True
+    else:
+        return [_tokens(str(value))]
+    orders = [items] if ordered else list(itertools.islice(itertools.permutations(items), _MAX_ORDERS))
+    spelled = []
+    for order in orders:
+        sequences = [[]]
+        for item in order:
+            parts = _spellings(item[0]) if isinstance(value, dict) else [[]]
+            tails = _spellings(item[1] if isinstance(value, dict) else item)
+            sequences = [s + p + t for s in sequences for p in parts for t in tails][:_MAX_ORDERS]
+        spelled += sequences
+    return spelled[:_MAX_ORDERS]
+
+
+def _reads_as(want, token: str, lone: bool) -> bool:
+    """Whether a text token shows `want` (a word, or a number as rounded to the token's decimals;
+    a lone number only counts when the token shows at least 3 significant digits)."""
+    if isinstance(want, str):
+        return want == token
+    if not _NUMBER.fullmatch(token):
+        return False
+    decimals = len(token.split(".")[1]) if "." in token else 0
+    if decimals == 0 and not float(want).is_integer():
+        return False
+    if lone and len(token.lstrip("+-0.").replace(".", "")) < 3:
+        return False
+    return abs(float(token) - want) <= 0.5 * 10 ** -decimals + 1e-9 * max(1.0, abs(want))
+
+
+def _telling(sequence: list) -> bool:
+    """Whether a spelling says enough to be told from a coincidence: two or more tokens (three when
+    they are all whole numbers), or one number that is not whole. A lone word or small count is in
+    every lesson's tables."""
+    if len(sequence) == 1:
+        return isinstance(sequence[0], float) and not sequence[0].is_integer()
+    whole = all(isinstance(t, float) and t.is_integer() for t in sequence)
+    return len(sequence) >= (3 if whole else 2)
+
+
+def _shows(tokens: list[str], spellings: list[list]) -> bool:
+    for sequence in spellings:
+        if not sequence or not _telling(sequence):
+            continue
+        lone, n = len(sequence) == 1, len(sequence)
+        for start in range(len(tokens) - n + 1):
+            if all(_reads_as(w, t, lone) for w, t in zip(sequence, tokens[start:start + n])):
+                return True
+    return False
+
+
+def shows_answer(text: str, value) -> bool:
+    """Whether `text` states the answer `value` (in any spelling of `_spellings`)."""
+    return _shows(_tokens(text), _spellings(value))
+
+
+def answer_leaks(student: nbformat.NotebookNode, answers: list[Answer], name: str = "notebook") -> list[str]:
+    """One line per output or metadata of the student notebook that shows one of `answers`
+    (`expected_answers` of its reference notebook), naming the notebook, the cell and the answer."""
+    leaks, seen = [], set()
+    spellings = [_spellings(answer.value) for answer in answers]
+    for where, text in shown_texts(student):
+        tokens = _tokens(text)
+        for answer, spelled in zip(answers, spellings):
+            if (where, repr(answer.value)) not in seen and _shows(tokens, spelled):
+                seen.add((where, repr(answer.value)))  # a solution and its check expect the same answer
+                leaks.append(f"{name}: {where} shows the answer {answer.value!r} ({answer.what}, cell {answer.cell})")
+    return leaks
+
+
+def student_answer_leaks(notebooks_dir: Path = REPO_ROOT / "notebooks") -> list[str]:
+    """`answer_leaks` of the student version of every notebooks_dir/NN_*.ipynb, as the writer makes
+    it from the current notebook: what a student opens. (The notebooks in the student folder are
+    not read: once students run them, their own answers and "Right: ..." are there, as they should.)"""
+    leaks = []
+    for path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        leaks += answer_leaks(student_notebook(nb), expected_answers(nb), path.stem)
+    return leaks
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cosuda.exercises.student", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "student")
     args = parser.parse_args(argv)
     written = write_student_versions(args.out)
     print(f"wrote {len(written)} student notebooks to {args.out}")
+    for leak in student_answer_leaks():
+        print(f"warning: {leak}")
     return 0
 
 
