@@ -125,6 +125,46 @@ def variant_label(variant: str) -> str:
     return VARIANT_LABELS.get(variant, variant)
 
 
+# How every figure draws a variant (lines, bands, bars, dots), in every lesson, the README and the
+# site: one colour and one marker each, so a reader who learnt "Ours is the blue diamond" in one
+# figure finds it again in the next. Colours from Okabe & Ito's colour-blind-safe palette, three
+# more (brown, olive, indigo) for the ten rows; the markers differ too, for grey-scale prints. The
+# rows most often side by side (source-only, oracle, only SSL, Ours-(11), Ours) have the most
+# distinct hues: black, purple, orange, green, blue.
+VARIANT_STYLES = {
+    "source-only": {"color": "#000000", "marker": "o"},   # black: the baseline every gain is measured from
+    "oracle": {"color": "#CC79A7", "marker": "*"},        # reddish purple: the upper bound
+    "only-ssl": {"color": "#E69F00", "marker": "s"},      # orange
+    "ssl-adv": {"color": "#8C564B", "marker": "v"},       # brown
+    "adversarial": {"color": "#D55E00", "marker": "^"},   # vermillion
+    "ours11": {"color": "#009E73", "marker": "P"},        # bluish green
+    "ours": {"color": "#0072B2", "marker": "D"},          # blue
+    "wo-dict": {"color": "#56B4E9", "marker": "X"},       # sky blue
+    "wo-split": {"color": "#999933", "marker": ">"},      # olive
+    "with-adv": {"color": "#332288", "marker": "<"},      # indigo
+}
+NEUTRAL_STYLE = {"color": "#7F7F7F", "marker": "o"}  # a name that is no variant (a sweep point, a live run)
+PAPER_STYLE = {"color": "#B2182B", "marker": "x"}    # the paper's published numbers beside ours
+
+
+def variant_of(name: str) -> str | None:
+    """The variant a figure's name stands for: its key ("ours"), its paper label ("Ours (eq. 12)"),
+    or either followed by a parenthesis ("ours (seed 0)", "Ours (eq. 12) (n=3)"); else None."""
+    best = None
+    for v, label in VARIANT_LABELS.items():
+        for known in (v, label):
+            if (name == known or name.startswith(known + " (")) and (best is None or len(known) > len(best[1])):
+                best = (v, known)
+    return best[0] if best else None
+
+
+def variant_style(name: str) -> dict:
+    """{"color", "marker"} of a variant (by key, label or run name, see `variant_of`); a neutral
+    grey and a dot for any other name. A copy: a figure may add to it."""
+    v = variant_of(name)
+    return dict(VARIANT_STYLES[v] if v else NEUTRAL_STYLE)
+
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 

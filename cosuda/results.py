@@ -187,6 +187,21 @@ def paired(runs: dict[str, dict[int, dict]], a: str, b: str, metric: str = "miou
     return {"seeds": seeds, "diffs": diffs, **t_interval(diffs)}
 
 
+def paired_curves(runs: dict[str, dict[int, dict]], a: str, b: str, metric: str = "miou19") -> list[dict]:
+    """The curve of a - b over training, paired by seed: for each seed both variants have, a
+    metrics-like dict {"seed", "history": [{"iteration", metric: a - b}]} at the evaluations both
+    logged (what `plots.grid_curves(..., reference=b)` draws as a mean with its min-max band)."""
+    out = []
+    for s in sorted(set(runs.get(a, {})) & set(runs.get(b, {}))):
+        at_b = {h["iteration"]: h.get(metric) for h in runs[b][s].get("history", [])}
+        history = [{"iteration": h["iteration"], metric: h[metric] - at_b[h["iteration"]]}
+                   for h in runs[a][s].get("history", [])
+                   if h.get(metric) is not None and at_b.get(h["iteration"]) is not None]
+        if history:
+            out.append({"seed": s, "history": history})
+    return out
+
+
 def t_interval(diffs: list[float]) -> dict:
     """{"mean", "low", "high"}: the mean of paired differences and its 95 % t-interval (NaN for
     fewer than two)."""

@@ -77,7 +77,8 @@ print(f"target train set: {len(train_set)} images at {cfg.target_size[0]}x{cfg.t
 # $P^t = \mathrm{softmax}(I_{bilinear}(p^t))$ at the image's size (eq. 5). Each panel below is one
 # class: the histogram of $P^t_{max}$ over the pixels whose argmax is that class. The solid line is
 # $\tau^c$ from `cosuda.pseudo.ThresholdEstimator` (histograms in constant memory, supplementary A);
-# everything left of it (grey) will be ignored.
+# everything left of it (hatched) will be ignored; what stays (solid, in the class colour) becomes
+# the pseudo-label.
 
 # %%
 indices = np.linspace(0, len(train_set) - 1, min(max_images, len(train_set))).round().astype(int)

@@ -273,10 +273,12 @@ for r in pair_rows:
 fig = plots.paired_figure(pair_rows, grid_metric);
 
 # %% [markdown]
-# **Figure 5.** Paired differences of the grid (synthetic benchmark): black dots one seed
-# each, blue diamond the mean with its 95 % interval (shown from two seeds on), red cross
+# **Figure 5.** Paired differences of the grid (synthetic benchmark): grey dots one seed
+# each, black diamond the mean with its 95 % interval (shown from two seeds on), red cross
 # the paper's difference between the same rows on real data (Table 4: Ours − only SSL =
-# +1.05 mIoU19). The vertical line is "no effect".
+# +1.05 mIoU19). The vertical line is "no effect". Top: Ours − only SSL, the cosine term on
+# top of self-training; bottom: the gains over source-only, several points, on their own
+# axis so that they do not squash the top row. Each axis is centred on 0.
 #
 # ### How big is the cosine term?
 #
@@ -304,7 +306,7 @@ for v in ("ours", "ours11"):
 # **Figure 6.** Left: the share of $\lambda_{cos}\mathcal{L}_{cos}$ in the total loss of the
 # grid runs over training (only SSL has no cosine term: 0). Right: Ours' weighted terms
 # (means since the previous evaluation) — source and target cross-entropy, the cosine term
-# and their sum (eq. 12).
+# and their sum (eq. 12), all in Ours' colour, one line style each.
 #
 # ### Did the target features move towards their class? (the paper's hypothesis)
 #
@@ -322,8 +324,9 @@ display(Markdown(results.alignment_markdown(grid_runs, shown)))
 # %% [markdown]
 # **Figure 7.** Left: the share of target val pixels whose nearest source vector has their
 # true class. Middle: the mean cosine of a target vector to source vectors of its own class
-# (solid) and of the other classes (dashed). Right: the gap between the two. One colour per
-# variant; line = mean over seeds, band = min–max.
+# (solid) and of the other classes (dashed). Right: the gap between the two. Each variant in
+# its colour and marker, the same in every figure of the course (legend below the panels);
+# line = mean over seeds, band = min–max.
 
 # %%
 final = {v: np.mean([(m.get("alignment") or {}).get("nn_accuracy", np.nan) for m in results.seed_list(grid_runs, v)])

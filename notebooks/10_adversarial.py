@@ -156,10 +156,12 @@ for r in pair_rows:
 fig = plots.paired_figure(pair_rows, metric);
 
 # %% [markdown]
-# **Figure 1.** Paired differences on the synthetic benchmark (dots: seeds; diamond: mean
-# with its 95 % interval from two seeds on) and the paper's real-data difference (red
-# cross; Table 1, DeepLabV2 GTA5→Cityscapes: Ours-(11) − Adversarial = +1.5). Right of the
-# line: the first variant of the pair is better.
+# **Figure 1.** Paired differences on the synthetic benchmark (grey dots: seeds; black
+# diamond: mean with its 95 % interval from two seeds on) and the paper's real-data
+# difference (red cross; Table 1, DeepLabV2 GTA5→Cityscapes: Ours-(11) − Adversarial =
+# +1.5). Right of the line: the first variant of the pair is better. Top: Ours-(11) −
+# Adversarial; bottom: each of them minus source-only. Each panel has its own axis, centred
+# on 0.
 
 # %%
 # Figure: target val mIoU over training, Adversarial against Ours-(11) and source-only (same seeds, band = min-max).

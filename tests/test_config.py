@@ -1,7 +1,8 @@
 """Presets and --set parsing: what a user types must map to the paper's settings or fail clearly."""
 import pytest
 
-from cosuda.config import PRESETS, TABLE5, VARIANTS, ConfigError, Variant, make_config, parse_value
+from cosuda.config import (NEUTRAL_STYLE, PRESETS, TABLE5, VARIANT_LABELS, VARIANT_STYLES, VARIANTS, ConfigError,
+                           Variant, make_config, parse_value, variant_of, variant_style)
 
 CONTRACT_VARIANTS = "source-only oracle only-ssl ssl-adv adversarial ours11 ours wo-dict wo-split with-adv".split()
 
@@ -136,3 +137,37 @@ def test_compile_takes_three_modes_and_old_booleans_still_load():
     assert make_config("synthetic-ours", {"compile": "true"}).compile == "model"  # the old meaning
     assert RunConfig(compile=False).compile == "off"  # config.json written before the change
     assert RunConfig(compile=True).compile == "model"
+
+
+def _rgb(hex_colour: str) -> tuple[float, ...]:
+    return tuple(int(hex_colour[k:k + 2], 16) / 255 for k in (1, 3, 5))
+
+
+def test_every_variant_has_one_look_of_its_own():
+    """One colour and one marker per variant (and per paper label), distinct from each other and
+    from the grey of names that are no variant."""
+    assert list(VARIANT_STYLES) == list(VARIANTS) == list(VARIANT_LABELS)
+    colours = [s["color"].lower() for s in VARIANT_STYLES.values()]
+    markers = [s["marker"] for s in VARIANT_STYLES.values()]
+    assert len(set(colours)) == len(colours) and len(set(markers)) == len(markers)
+    assert NEUTRAL_STYLE["color"].lower() not in colours
+    # the rows lessons 07 and 08 put side by side: clearly apart, not two shades of one hue
+    core = ["source-only", "oracle", "only-ssl", "ours11", "ours"]
+    for i, a in enumerate(core):
+        for b in core[i + 1:]:
+            rgb_a, rgb_b = _rgb(VARIANT_STYLES[a]["color"]), _rgb(VARIANT_STYLES[b]["color"])
+            assert sum((x - y) ** 2 for x, y in zip(rgb_a, rgb_b)) ** 0.5 > 0.25, (a, b)
+
+
+@pytest.mark.parametrize("name,variant", [("ours", "ours"), ("Ours (eq. 12)", "ours"), ("ours (seed 0)", "ours"),
+                                          ("Ours (eq. 12) (n=3)", "ours"), ("ours11 (from stage 1)", "ours11"),
+                                          ("Ours-(11)", "ours11"), ("source-only (stage 1)", "source-only"),
+                                          ("t_cos=0.5", None), ("on target val", None), ("oursX", None)])
+def test_variant_style_finds_the_variant_a_figure_name_stands_for(name, variant):
+    assert variant_of(name) == variant
+    assert variant_style(name) == (VARIANT_STYLES[variant] if variant else NEUTRAL_STYLE)
+
+
+def test_variant_style_is_a_copy():
+    variant_style("ours")["color"] = "red"
+    assert VARIANT_STYLES["ours"]["color"] != "red"

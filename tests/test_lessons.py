@@ -7,9 +7,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from torch import nn  # noqa: E402
 
 from cosuda import lessons  # noqa: E402
+from cosuda.labels import CLASS_NAMES  # noqa: E402
 from cosuda.method import FeatureDictionary, cosine_loss  # noqa: E402
 from cosuda.plots import method as mplots  # noqa: E402
 from cosuda.pseudo import ThresholdEstimator  # noqa: E402
@@ -201,6 +203,22 @@ def test_plot_functions_return_figures():
     figs.append(mplots.selection_curves(lessons.selected_fraction(m, [0.0, 0.5, 1.0]), [0.0, 0.5, 1.0]))
     figs.append(mplots.magnitude_bars({"a": 1.0, "b": 1e-3}, reference="a"))
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+
+
+def test_confidence_histograms_tell_kept_from_ignored_pixels_for_a_grey_class():
+    """Lesson 03: pole's palette colour is grey, so the ignored bars may not be a grey too."""
+    pole = CLASS_NAMES.index("pole")
+    hist = np.zeros((19, 10))
+    hist[pole] = np.arange(1, 11)
+    tau = np.full(19, 0.45)
+    fig = mplots.confidence_histograms(hist, np.linspace(0, 1, 11), tau)
+    bars = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and p.get_height() > 0]
+    kept = {tuple(np.round(p.get_facecolor(), 3)) for p in bars if p.get_x() >= 0.45}
+    ignored = {tuple(np.round(p.get_facecolor(), 3)) for p in bars if p.get_x() + p.get_width() <= 0.45}
+    assert len(kept) == 1 and len(ignored) == 1
+    assert np.linalg.norm(np.subtract(kept.pop()[:3], ignored.pop()[:3])) > 0.2  # not two near greys
+    assert all(p.get_hatch() for p in bars if p.get_x() + p.get_width() <= 0.45)
+    assert not any(p.get_hatch() for p in bars if p.get_x() >= 0.45)
 
 
 def test_plot_functions_reject_empty_input():

@@ -25,6 +25,9 @@ __all__ = ["confidence_histograms", "label_maps", "label_rows", "class_split", "
            "threshold_view", "threshold_slider"]
 
 GREY = np.array([0.55, 0.55, 0.55])  # the grey of Fig. B.1: incorrectly classified / ignored
+# Pixels a threshold ignores, in a histogram: hatched on white, a look no class colour has (the
+# palette's pole and building are greys, so grey bars would read as kept ones).
+IGNORED_BARS = {"facecolor": "white", "edgecolor": "0.35", "hatch": "////", "linewidth": 0.0}
 
 
 def _np(x) -> np.ndarray:
@@ -67,45 +70,51 @@ def _tick_colours(ax, classes: Sequence[int]) -> None:
 # Notebook 03: pseudo-labels
 # --------------------------------------------------------------------------------------------
 def confidence_histograms(hist, edges, thresholds, classes: Sequence[int] | None = None, cap: float = 0.9,
-                          medians=None, ncols: int = 4):
+                          medians=None, ncols: int = 3):
     """One panel per class: the histogram of P^t_max over the pixels predicted as that class
     (`lessons.confidence_histograms`), with tau^c (solid) and the cap (dashed).
 
     hist (C, bins) counts, edges (bins + 1,), thresholds (C,) tau^c; medians (C,) optional
     uncapped medians, drawn dotted where the cap cut them. classes: default every predicted one.
-    Pixels left of tau^c become 255 in the pseudo-label (eq. 4), shaded grey.
+    Pixels left of tau^c become 255 in the pseudo-label (eq. 4): drawn hatched on white, while the
+    kept pixels are solid in the class colour (a hatch, not a grey: pole and building are grey).
     """
     hist, edges, thresholds = _np(hist), _np(edges), _np(thresholds)
     classes = [c for c in range(hist.shape[0]) if hist[c].sum() > 0] if classes is None else list(classes)
     if not classes:
         raise ValueError("confidence_histograms: no class was predicted (all histograms are empty)")
     rows = -(-len(classes) // ncols)
-    fig, axes = plt.subplots(rows, ncols, figsize=(3.0 * ncols, 1.9 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, ncols, figsize=(3.0 * ncols, 1.9 * rows + 0.6), squeeze=False)
     centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
     for ax, c in zip(axes.flat, classes):
         tau = float(thresholds[c])
         share = 100.0 * hist[c].sum() / max(hist.sum(), 1)
-        colours = [GREY if x < tau else _colour(c) for x in centres]
-        ax.bar(centres, hist[c], width=width, color=colours, edgecolor="none")
+        kept = centres >= tau
+        ax.bar(centres[kept], hist[c][kept], width=width, color=_colour(c), edgecolor="none")
+        ax.bar(centres[~kept], hist[c][~kept], width=width, **IGNORED_BARS)
+        ax.stairs(np.where(kept, 0, hist[c]), edges, color="0.35", lw=0.6)  # the outline of the ignored part
         ax.axvline(tau, color="black", lw=1.2)
         ax.axvline(cap, color="black", lw=0.8, ls="--")
         if medians is not None and float(_np(medians)[c]) > tau + 1e-6:
             ax.axvline(float(_np(medians)[c]), color="black", lw=0.8, ls=":")
         ax.set_title(f"{_name(c)}: {share:.1f}% of pixels, tau = {tau:.2f}", fontsize=8)
         ax.set_xlim(0, 1)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
         ax.set_yticks([])
     for ax in list(axes.flat)[len(classes):]:
         ax.set_axis_off()
     for ax in axes[-1]:
-        ax.set_xlabel("confidence P_max", fontsize=7)
-    extra = [Patch(facecolor=GREY, label="below tau: ignored (255)"),
+        ax.set_xlabel("confidence P_max", fontsize=8)
+    extra = [Patch(facecolor=_colour(classes[0]), label="kept (the class colour)"),
+             Patch(**IGNORED_BARS, label="below tau: ignored (255)"),
              plt.Line2D([], [], color="black", lw=1.2, label="tau^c = min(median, cap)"),
              plt.Line2D([], [], color="black", lw=0.8, ls="--", label=f"cap {cap:g}")]
     if medians is not None:
         extra.append(plt.Line2D([], [], color="black", lw=0.8, ls=":", label="median above the cap"))
-    fig.legend(handles=extra, loc="lower center", ncol=len(extra), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 if rows > 1 else 0.12, 1, 1))
+    ncol = min(len(extra), 3)
+    legend_h = 0.22 * -(-len(extra) // ncol) + 0.1
+    fig.legend(handles=extra, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_h / (1.9 * rows + 0.6), 1, 1))
     return fig
 
 
@@ -114,7 +123,7 @@ def pseudo_label_quality(quality: Mapping[str, np.ndarray], classes: Sequence[in
     that keeps its label, and the precision against ground truth before and after eq. 4."""
     classes = [c for c in range(len(quality["predicted"])) if quality["predicted"][c] > 0] \
         if classes is None else list(classes)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     x = np.arange(len(classes))
     left.bar(x, 100 * np.nan_to_num(quality["kept_share"][classes]), color=[_colour(c) for c in classes])
     left.set_ylabel("pixels kept (%)")
@@ -122,11 +131,11 @@ def pseudo_label_quality(quality: Mapping[str, np.ndarray], classes: Sequence[in
     for k, (key, label) in enumerate((("precision_before", "prediction (all pixels)"),
                                       ("precision_after", "pseudo-label (kept pixels)"))):
         right.bar(x + (k - 0.5) * 0.4, 100 * np.nan_to_num(quality[key][classes]), 0.4, label=label,
-                  color=("0.6", "tab:blue")[k])
+                  color=("0.7", "0.25")[k])  # greys: blue is Ours' colour in the lessons' figures
     right.set_ylabel("precision vs ground truth (%)")
     right.set_title(f"how often it is right: {100 * quality['accuracy_before']:.0f}% -> "
                     f"{100 * quality['accuracy_after']:.0f}% pixel accuracy", fontsize=9)
-    right.legend(fontsize=7, loc="lower right")
+    right.legend(fontsize=8, loc="lower right")
     for ax in (left, right):
         ax.set_xticks(x)
         ax.set_xticklabels([_name(c) for c in classes], rotation=45, ha="right", fontsize=8)
