@@ -208,10 +208,12 @@ fig = plots.loss_terms(losses, term_weights);
 # whenever the model returns more than one feature map.
 
 # %%
+asked_t_cos = 0.4  # exercise 3 asks for the thresholds of this T_cos: its line shows fc7's only
 for source in ("gta5", "synthia"):
     fcn = make_config(f"{source}-fcn8s-ours")
-    print(f"{source}-fcn8s-ours: T_cos {fcn.t_cos} -> (fc7, pool4, pool3) thresholds "
-          f"{layer_thresholds(fcn.t_cos, 3)}, dict-size {fcn.dict_size} per layer, lambda_cos {fcn.lambda_cos}, "
+    thresholds = (f"T_cos {fcn.t_cos} for fc7 (pool4 and pool3: exercise 3)" if fcn.t_cos == asked_t_cos else
+                  f"T_cos {fcn.t_cos} -> (fc7, pool4, pool3) thresholds {layer_thresholds(fcn.t_cos, 3)}")
+    print(f"{source}-fcn8s-ours: {thresholds}, dict-size {fcn.dict_size} per layer, lambda_cos {fcn.lambda_cos}, "
           f"{fcn.optimizer} lr {fcn.lr:g}; paper: {paper_miou(source, 'fcn8s', 'ours')}% (real data)")
 if show_fcn8s:
     from cosuda.models import build_model
