@@ -511,6 +511,32 @@ def centroid_accuracy(picture: dict) -> dict[str, float]:
     return out
 
 
+def change_word(before: float, after: float, tolerance: float = 1.0) -> str:
+    """"rose", "fell" or "did not change" (within +-tolerance points): the direction word of a
+    sentence is chosen by the numbers, never typed."""
+    if after - before > tolerance:
+        return "rose"
+    if before - after > tolerance:
+        return "fell"
+    return "did not change"
+
+
+def feature_steps_markdown(before: dict, ssl: dict, ours: dict) -> str:
+    """Per class of three features2d pictures (source-only, only SSL, Ours): which step moved the
+    share of target points nearest their own source centre (`centroid_accuracy`), and which way.
+    Self-training is only SSL - source-only; the cosine loss is Ours - only SSL."""
+    shares = [centroid_accuracy(p) for p in (before, ssl, ours)]
+    lines = []
+    for c in shares[0]:
+        if not all(c in s for s in shares):
+            continue
+        # rounded as printed, so that the word agrees with the numbers beside it
+        a, b, o = (round(s[c]) for s in shares)
+        lines.append(f"- **{c}**: {a} → {b} → {o} %; with self-training it "
+                     f"{change_word(a, b)}, with the cosine loss it {change_word(b, o)}.")
+    return "\n".join(lines)
+
+
 # --- tables of a results folder (runner table, the grid's results.md) --------------------------
 def paper_row(variant: str, source: str = "gta5", arch: str = "deeplabv2") -> str:
     """The paper's number for the variant on that task and network (mIoU19 for GTA5, mIoU13 /

@@ -132,11 +132,10 @@ if train_info["iterations_per_second"]:
 # ## Against the source-only model
 #
 # The curve of this run beside the source-only run (if `compare_with` holds one). With the
-# smoke-sized defaults the two runs differ in length and start (20 iterations from ImageNet
-# weights against the lessons' 150-iteration source-only model), so only the layout of the
-# report means something, not the gap. `-p weights runs/lessons/source-only` starts this run
-# from that model instead, as the main job and the grid do; the next section has the measured
-# answer.
+# smoke-sized defaults the two runs differ in length and start (the sentence under the figure
+# reads both from their runs), so only the layout of the report means something, not the gap.
+# `-p weights runs/lessons/source-only` starts this run from that model instead, as the main
+# job and the grid do; the next section has the measured answer.
 
 # %%
 # Figure: target val mIoU19 against iterations for this run and the source-only run (paper Fig. 4 style).
@@ -149,8 +148,19 @@ fig = plots.miou_curves(runs);
 
 # %% [markdown]
 # **Figure 1.** Target val mIoU19 of this notebook's live run at each evaluation, beside the
-# source-only run `compare_with` (its own length). With the smoke defaults the live run is far
-# below the source-only model: 20 iterations from ImageNet weights against 150.
+# source-only run `compare_with` (its own length).
+
+# %%
+# The lengths, starts and the gap are read from the two runs (their metrics.json), never typed:
+# the source-only model is whatever notebook 02 or `workshop prepare` left in compare_with.
+start_from = f"the model in `{weights}`" if weights else "ImageNet weights"
+if compare is not None:
+    gap = metrics["miou19"] - compare["miou19"]
+    side = "above" if gap > 0 else "below"
+    display(Markdown(f"This run: {metrics['iteration']} iterations from {start_from}, target val mIoU19 "
+                     f"{metrics['miou19']:.1f}%; the source-only model in `{compare_with}`: "
+                     f"{compare['iteration']} iterations, {compare['miou19']:.1f}%. The live run ends "
+                     f"{abs(gap):.1f} points {side} it (one seed, different lengths: not an effect)."))
 
 # %%
 as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=float)
@@ -279,7 +289,7 @@ fig = plots.paired_figure(pair_rows, grid_metric);
 # each, black diamond the mean with its 95 % interval (shown from two seeds on), red cross
 # the paper's difference between the same rows on real data (Table 4: Ours − only SSL =
 # +1.05 mIoU19). The vertical line is "no effect". Top: Ours − only SSL, the cosine term on
-# top of self-training; bottom: the gains over source-only, several points, on their own
+# top of self-training; bottom: the differences to source-only, on their own
 # axis so that they do not squash the top row. Each axis is centred on 0.
 #
 # ### How big is the cosine term?

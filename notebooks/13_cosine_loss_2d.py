@@ -27,8 +27,9 @@
 # The rules of the toy. Four classes, named after Cityscapes classes and drawn in their colours.
 # The source vectors of a class point around one direction; the target vectors of the class point
 # around the same direction **rotated by a domain gap** (and are shorter, which does not matter to a
-# cosine). Every step brings one source image that contains only *some* classes (road is in every
-# image, person in one of five), and one target image that contains all four. Gradient descent then
+# cosine). Every step brings one source image that contains only *some* classes (road is drawn into
+# every image, person with a chance of one in five: the counts below are what the draw gave), and
+# one target image that contains all four. Gradient descent then
 # moves the **target vectors** to lower $\mathcal L_{cos}$; the source side is a constant, as in the
 # paper, where no gradient reaches the dictionary. In the real network the gradient changes the
 # feature extractor's weights and, through them, the features; here the features themselves are the
@@ -58,8 +59,10 @@ problem = toy2d.make_problem(steps=steps, seed=seed, gap=gap, dict_size=dict_siz
 rare = int(np.argmin(problem.frequencies))
 absent = problem.absent_steps()
 for c, name in enumerate(problem.names):
-    print(f"{name:10s} in {100 * problem.frequencies[c]:3.0f}% of source images: absent from "
-          f"{len(absent[c]):2d} of the {steps} source images")
+    # one count gives both numbers, so they agree; the chance it was drawn with is the design, not the outcome
+    present = steps - len(absent[c])
+    print(f"{name:10s} in {present:2d} of the {steps} source images ({100 * present / steps:3.0f}%), absent from "
+          f"{len(absent[c]):2d} (drawn with chance {100 * problem.frequencies[c]:.0f}%)")
 print(f"{len(problem.target_init)} target vectors ({len(problem.target_init) // problem.num_classes} per class), "
       f"dictionary: {dict_size} per class, filled before step 0")
 
@@ -204,8 +207,10 @@ fig = plots.toy_pairs(noisy, panels);
 # than its own*.
 #
 # A 2-D vector can point anywhere, so cosines run from −1 to 1 here and $\mathcal T_{cos} = -1$
-# means "no threshold" (real features come out of a ReLU: their cosines lie in [0, 1], lesson 06,
-# and there $\mathcal T_{cos} = 0$ plays that role). Without a threshold every pair counts: the
+# means "no threshold". The lessons' real features are signed too (EfficientNet-Lite0's last block
+# is a linear projection with no ReLU after it: cosines in $[-1, 1]$, lesson 06); the paper's
+# ResNet-101 layer4 features come out of a ReLU, their cosines lie in $[0, 1]$, and there
+# $\mathcal T_{cos} = 0$ plays that role. Without a threshold every pair counts: the
 # mislabelled vectors are pulled right across the circle, to the dictionary of their wrong label.
 # At $\mathcal T_{cos} = 0.6$ a target vector is only paired with the source vectors it already
 # resembles: the mislabelled ones resemble nothing of their label and are left alone (hollow X),
