@@ -43,6 +43,7 @@ import json
 
 import numpy as np
 import torch
+from IPython.display import Markdown, display
 
 from cosuda import lessons, pseudo
 from cosuda.config import REPO_ROOT
@@ -67,9 +68,9 @@ print(f"target train set: {len(train_set)} images at {cfg.target_size[0]}x{cfg.t
 
 # %% [markdown]
 # Which lesson model you have decides the numbers below. Without `python -m cosuda.workshop
-# prepare`, the first lesson to need it trains one for `source_iterations` = 150 iterations
-# (target val mIoU19 14.5); `prepare` trains the synthetic pipeline's full stage 1 (1,200
-# iterations, 29.5). The text quotes both, the 150-iteration model first.
+# prepare`, the first lesson to need it trains one for `source_iterations` = 150 iterations;
+# `prepare` trains the synthetic pipeline's full stage 1 (1,200 iterations). The line above
+# names the model this run uses; every sentence below that quotes a number is printed from it.
 #
 # ## How confident is the model, class by class?
 #
@@ -94,13 +95,24 @@ hist, edges = lessons.confidence_histograms(probs)
 # Figure: Confidence of the pixels predicted as each class, with the class-wise threshold tau^c.
 fig = mplots.confidence_histograms(hist, edges, tau, cap=cap, medians=medians);
 
+# %%
+# How the medians differ between classes, read from this model's histograms.
+present = [c for c in range(NUM_CLASSES) if estimator.counts[c] > 0]
+by_median = sorted(present, key=lambda c: float(medians[c]))
+above_cap = [CLASS_NAMES[c] for c in by_median[::-1] if medians[c] > cap]
+lowest = by_median[:3]
+display(Markdown(
+    f"Medians of the confidence per predicted class range from {float(medians[by_median[0]]):.2f} "
+    f"({CLASS_NAMES[by_median[0]]}) to {float(medians[by_median[-1]]):.2f} ({CLASS_NAMES[by_median[-1]]}); "
+    "the lowest: " + ", ".join(f"{CLASS_NAMES[c]} {float(medians[c]):.2f}" for c in lowest) + ". "
+    + (f"Above the cap {cap:g}: {', '.join(above_cap)}, where the cap lets more than half through."
+       if above_cap else f"No class has its median above the cap {cap:g}: here the cap changes nothing.")))
+
 # %% [markdown]
-# Two things stand out. Confidence differs a lot between classes: road is predicted with high
-# confidence (median 0.98 / 0.99, above the cap), small or confusable classes much lower (wall,
-# person, train: medians 0.15-0.23 / 0.28-0.40), so a single global threshold would keep the
-# confident classes and little of the others. And the median is a *rank*: whatever the scale, it
-# keeps the more confident half of each predicted class; the cap only matters for classes whose
-# median is above 0.9 (road here), where it lets more than half through.
+# When confidence differs between classes, a single global threshold keeps the confident
+# classes and little of the others. And the median is a *rank*: whatever the scale, it keeps
+# the more confident half of each predicted class; the cap only matters for classes whose
+# median is above it, where it lets more than half through.
 #
 # The estimator's medians come from 4096-bin histograms; sorting every confidence gives the same
 # numbers within a bin:
@@ -129,11 +141,22 @@ kept = {"class-wise tau^c (eq. 4)": lessons.pseudo_label_quality(predicted, clas
 fig = mplots.class_bars(kept, ylabel="predicted pixels kept (%)",
                         title="class-wise thresholds keep every class; a global one keeps mostly the easy ones");
 
+# %%
+# What the global threshold keeps, class by class, from the bars above.
+g_kept = lessons.pseudo_label_quality(predicted, global_09, gt)["kept"]
+g_mix = 100 * g_kept / max(g_kept.sum(), 1)  # each class's share of the pixels the global threshold keeps
+top_g = [c for c in np.argsort(g_mix)[::-1] if g_mix[c] > 0][:3]
+none_g = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if estimator.counts[c] > 0 and g_kept[c] == 0]
+display(Markdown(
+    f"With one threshold {cap:g}, the kept pixels are "
+    + ", ".join(f"{CLASS_NAMES[c]} {g_mix[c]:.0f} %" for c in top_g)
+    + (f"; {len(none_g)} predicted classes keep no pixel at all ({', '.join(none_g)})." if none_g
+       else "; every predicted class keeps some pixels.")))
+
 # %% [markdown]
-# Self-training on the global version would see mostly road (70-74 % of its pixels kept) and a
-# few large, easy classes (bus and building, plus sky with the 1,200-iteration model), and no
-# sidewalk, person or rider at all, and learn to predict the easy classes even more often. The
-# class-wise median is a simple form of class balancing.
+# Self-training on the global version would see mostly the classes that lead this list, and
+# learn to predict them even more often. The class-wise median is a simple form of class
+# balancing.
 #
 # ## Before and after
 #
@@ -165,14 +188,26 @@ print(f"pixels with a pseudo-label: {100 * quality['kept_total']:.1f}%")
 print(f"pixel accuracy of the prediction: {100 * quality['accuracy_before']:.1f}%, "
       f"of the kept pseudo-labels: {100 * quality['accuracy_after']:.1f}%")
 
+# %%
+# The measurement in words: how much survives, whether filtering raised the accuracy, and the
+# predicted class that is wrong most often (the largest share of all pixels predicted wrongly).
+before, after = 100 * quality["accuracy_before"], 100 * quality["accuracy_after"]
+direction = ("more accurate than" if after > before + 1 else "less accurate than" if after < before - 1
+             else "about as accurate as")
+n_pred = quality["predicted"].astype(float)
+wrong = n_pred * (1 - np.nan_to_num(quality["precision_before"], nan=1.0))
+worst = int(np.argmax(wrong))
+display(Markdown(
+    f"{100 * quality['kept_total']:.0f} % of the pixels get a pseudo-label (the median keeps half of each class; "
+    "classes above the cap keep more), and the kept pseudo-labels are "
+    f"{direction} the raw prediction: pixel accuracy {before:.0f} → {after:.0f} %. "
+    f"The class wrong most often is *{CLASS_NAMES[worst]}*: {100 * n_pred[worst] / n_pred.sum():.0f} % of the pixels "
+    f"are predicted as it, {100 * float(quality['precision_before'][worst]):.0f} % of those rightly, and "
+    f"{100 * float(quality['kept_share'][worst]):.0f} % of them survive the filter."))
+
 # %% [markdown]
-# About half the pixels survive (by construction of the median; 59 % with either model, since
-# road keeps more than half), and they are clearly more accurate than the raw prediction (pixel
-# accuracy 51 -> 69 % with the 150-iteration model, 67 -> 85 % with the 1,200-iteration one), but
-# far from perfect: a class the model confuses systematically (every pixel of one object
-# predicted as the wrong class with some confidence) stays wrong after filtering. The
-# 150-iteration model, for one, calls most of the target's grey overcast sky *pole* (20 % of the
-# pixels are predicted as pole), and half of that survives. That noise is what the target
+# A class the model confuses systematically (every pixel of one object predicted as the wrong
+# class with some confidence) stays wrong after filtering. That noise is what the target
 # segmentation loss trains on, and part of what the cosine similarity loss of the next lessons
 # works against.
 #
@@ -181,9 +216,16 @@ print(f"pixel accuracy of the prediction: {100 * quality['accuracy_before']:.1f}
 # `cosuda.pseudo.generate_pseudo_labels` makes two passes over the dataset: the first collects the
 # thresholds over *all* images, the second writes one 8-bit PNG of trainIds per image (255 =
 # ignore) under `pseudo_root`, plus `thresholds.json`. The second pass reuses the first pass's
-# low-resolution logits while they fit in `cache_bytes` (1 GiB; the benchmark needs 5.5 MB) and
-# otherwise predicts again, so memory stays bounded whatever the size of
-# the dataset (the reference code keeps every confidence in memory: ~12 GB for Cityscapes).
+# low-resolution logits while they fit in `cache_bytes` (1 GiB by default) and otherwise
+# predicts again, so memory stays bounded whatever the size of the dataset (the reference code
+# keeps every confidence in memory: ~12 GB for Cityscapes).
+
+# %%
+# What the cache needs here: one float32 low-resolution logit map per target train image.
+with torch.inference_mode():
+    _, low_res = model(train_set[0]["image"][None])
+print(f"the cache of this benchmark: {len(train_set)} images x {tuple(low_res.shape[1:])} logits x 4 bytes = "
+      f"{len(train_set) * low_res[0].numel() * 4 / 1e6:.1f} MB")
 
 # %%
 pseudo_dir = REPO_ROOT / pseudo_root
@@ -224,8 +266,9 @@ print(f"summary written to {run_dir}/summary.json")
 
 # %% [markdown]
 # **Take away.** Pseudo-labels are the source model's own predictions, filtered per class at
-# the median confidence (capped at 0.9): they cover about half of each image, are more accurate
-# than the raw prediction, and keep every predicted class represented. They are still noisy,
+# the median confidence (capped at 0.9): they cover about half of each image by construction
+# (the measurement above says how much they gain in accuracy over the raw prediction), and
+# keep every predicted class represented. They are still noisy,
 # and the ignored half carries no label at all; lesson 04 shows how process B fills it in.
 #
 # ## Exercises

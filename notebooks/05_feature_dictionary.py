@@ -32,12 +32,16 @@ batch_size: int = 16  # images per forward pass
 seed: int = 0  # which images, in which order
 
 # %%
+import json
+
 import numpy as np
 import torch
+from IPython.display import Markdown, display
 
 from cosuda import lessons, method
-from cosuda.config import REPO_ROOT
+from cosuda.config import REPO_ROOT, resolve_path
 from cosuda.labels import CLASS_NAMES, NUM_CLASSES
+from cosuda.paper_results import PAPER_RESULTS
 from cosuda.plots import method as mplots
 
 if iterations < 2 or dict_size < 1:
@@ -49,6 +53,7 @@ source_stream = lessons.predict(model, source_set, torch.randperm(len(source_set
 target_stream = lessons.predict(model, target_set, torch.randperm(len(target_set), generator=order)[:iterations],
                                 batch_size=batch_size)
 k = source_stream["features"].shape[1]
+source_metrics_iteration = json.loads((resolve_path(source_run) / "metrics.json").read_text())["iteration"]
 print(f"{iterations} source and {iterations} target images predicted; feature size k = {k}")
 
 # %% [markdown]
@@ -100,10 +105,22 @@ print(f"after {iterations} iterations: " + ", ".join(f"{CLASS_NAMES[c]} {int(n)}
 # Figure: Vectors held per class as source images are enqueued; each queue stops growing at dict-size.
 fig = mplots.fill_levels(fill, dict_size);
 
+# %%
+# The fill levels in words: which queues filled and after how many images, which did not.
+filled_at = {c: int(np.argmax(fill[:, c] >= dict_size)) + 1 for c in range(NUM_CLASSES) if fill[-1, c] >= dict_size}
+partial = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if 0 < fill[-1, c] < dict_size]
+empty = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if fill[-1, c] == 0]
+display(Markdown(
+    (f"{len(filled_at)} queues filled up: " + ", ".join(f"{CLASS_NAMES[c]} after {n} images"
+                                                       for c, n in sorted(filled_at.items(), key=lambda x: x[1]))
+     if filled_at else "No queue filled up") + f" (of {iterations}); "
+    + (f"{len(partial)} never filled ({', '.join(partial)}); " if partial else "")
+    + (f"{len(empty)} stayed empty ({', '.join(empty)})." if empty else "none stayed empty.")))
+
 # %% [markdown]
-# Frequent, well-classified classes (road, building, sky) fill their queue within a few images and
-# from then on only rotate. Rare classes, or classes the model seldom gets right, trickle in and may
-# never fill; classes it never classifies correctly stay empty. The ages show the consequence:
+# A class that fills its queue from then on only rotates. Rare classes, or classes the model
+# seldom gets right, trickle in and may never fill; classes it never classifies correctly stay
+# empty. The ages show the consequence:
 
 # %%
 ages = {c: origin.get(c)[:, 0].numpy() for c in range(NUM_CLASSES)}
@@ -113,11 +130,17 @@ fig = mplots.vector_ages(ages, iterations, dict_size);
 # %% [markdown]
 # A full queue of a frequent class holds only the last few images' vectors: it remembers about
 # dict-size / (vectors of the class per image) images, so dict-size decides how far back the
-# dictionary reaches (a source image gives 240 vectors here, about 14,600 for a 1280x720 GTA5
-# image at output stride 8). A rare class keeps vectors from long ago: the network has changed
+# dictionary reaches (the line below gives a source image's vectors here; about 14,600 for a
+# 1280x720 GTA5 image at output stride 8). A rare class keeps vectors from long ago: the network has changed
 # since then (here it has not, the lesson model is fixed; in training it does), which is the
 # price of remembering. This is the trade-off behind the dict-size analysis of Table 6.
-#
+
+# %%
+per_image = source_stream["features"].shape[-2] * source_stream["features"].shape[-1]
+print(f"a source image gives {per_image} vectors here ({source_stream['features'].shape[-2]} x "
+      f"{source_stream['features'].shape[-1]} cells at output stride {cfg.output_stride})")
+
+# %% [markdown]
 # ## The unmatching problem
 #
 # For every iteration we asked: which classes do the target vectors have (process B), and for
@@ -138,13 +161,21 @@ for c in np.flatnonzero(in_target):
 
 # %% [markdown]
 # Without the dictionary, the target vectors of a class the current source image lacks (or gets
-# wrong) receive no cosine loss at all in that iteration: with the 150-iteration lesson model, pole
-# goes unmatched in 28 of the 38 target images that contain it and traffic sign in 27 of 29 (with
-# the 1,200-iteration model of `cosuda.workshop prepare`: person in 22 of 36, traffic light in 14
-# of 26). With it, they are matched as soon as the class has been seen once (pole and traffic sign
-# are unmatched 5 times, person and traffic light once or never): what remains are the first
-# iterations, before the queue has any vector of that class, and classes the model seldom gets
-# right on the source (wall, bicycle).
+# wrong) receive no cosine loss at all in that iteration. With it, they are matched as soon as
+# the class has been seen once: what remains are the first iterations, before the queue has any
+# vector of that class, and classes the model seldom gets right on the source.
+
+# %%
+# The counts above in words: the classes most often unmatched without the dictionary, and with it.
+worst = [c for c in np.argsort(-unmatched_without, kind="stable") if unmatched_without[c] > 0][:2]
+still = [c for c in np.argsort(-unmatched_with, kind="stable") if unmatched_with[c] > 0][:3]
+display(Markdown(
+    ("Without the dictionary " + " and ".join(
+        f"{CLASS_NAMES[c]} goes unmatched in {int(unmatched_without[c])} of the {int(in_target[c])} target images "
+        "that contain it" for c in worst) if worst else "Without the dictionary no class goes unmatched")
+    + "; with it, " + (", ".join(f"{CLASS_NAMES[c]} {int(unmatched_with[c])} of {int(in_target[c])}" for c in still)
+                       + " are the most often unmatched" if still else "no class is ever unmatched")
+    + f" ({iterations} pairs, lesson model of {source_metrics_iteration} iterations)."))
 #
 # ## Half precision
 #
@@ -168,9 +199,14 @@ for name, dims, size in (("DeepLabV2, layer4", [2048], 2500), ("FCN-8s, fc7 + po
         mb = sum(lessons.dictionary_bytes(NUM_CLASSES, size, d, dtype) for d in dims) / 1e6
         print(f"  {name:28s} dict-size {size}: {mb:7.1f} MB in {str(dtype).replace('torch.', '')}")
 
-# %% [markdown]
-# The similarities move far less than any sensible spacing of $\mathcal T_{cos}$ values (the largest
-# change is printed above), for half the memory (`--set dict_dtype=float16` in the engine).
+# %%
+# Compared with the spacing of the paper's T_cos sweep (Table 6): how far float16 moves a similarity.
+t_values = sorted(PAPER_RESULTS["table6"]["t_cos"])
+spacing = min(b - a for a, b in zip(t_values, t_values[1:]))
+display(Markdown(f"The largest change of a similarity, {largest:.1e}, is "
+                 + (f"{spacing / largest:,.0f} times smaller than" if largest < spacing else "not smaller than")
+                 + f" the spacing {spacing:g} of the paper's $\\mathcal T_{{cos}}$ sweep, for half the memory "
+                 "(`--set dict_dtype=float16` in the engine)."))
 #
 # ## Checkpoints: the dictionary is part of the training state
 #
@@ -197,8 +233,8 @@ print(f"saved to {run_dir}/dictionary.pt ({size_mb:.1f} MB); identical after loa
 # %% [markdown]
 # **Take away.** $D^c$ is a per-class queue of the newest correctly classified source vectors.
 # Frequent classes rotate fast and hold recent vectors, rare ones hold old vectors; either way
-# a target class almost always has something to be matched with, which is what the dictionary is
-# for. It is part of the training state (checkpointed exactly) and can be stored in half
+# a target class has something to be matched with far more often than without it (the counts
+# above), which is what the dictionary is for. It is part of the training state (checkpointed exactly) and can be stored in half
 # precision.
 #
 # ## Exercises
