@@ -69,6 +69,7 @@ from cosuda.config import make_config, resolve_path, run_overrides
 from cosuda.method import layer_thresholds
 from cosuda.metrics import iou_markdown
 from cosuda.paper_results import PAPER_RESULTS, paper_metric, paper_miou
+from cosuda.provenance import cpu_model
 from cosuda.runs import ensure_pseudo_labels, ensure_trained
 
 torch.manual_seed(seed)
@@ -127,6 +128,10 @@ print(f"{metrics['iteration']} iterations ({time.perf_counter() - start:.0f} s i
 if train_info["iterations_per_second"]:
     print(f"throughput {train_info['iterations_per_second']:.2f} it/s; share of step time in processes A/B, "
           f"the dictionary and L_cos: {100 * (train_info['method_share'] or 0):.1f}%")
+live_s = time.perf_counter() - start  # measured here, with evaluation and set-up
+print(f"live run: {live_s:.0f} s on {cpu_model()}, {torch.get_num_threads()} threads, "
+      + (f"{cfg.iterations / live_s:.2f} it/s for its {cfg.iterations} iterations with evaluation and set-up"
+         if live_s > 1 else "a finished run in run_dir reused"))
 
 # %% [markdown]
 # ## Against the source-only model
