@@ -45,10 +45,10 @@ read the committed grid. Measured on 2 loaded cores (AMD EPYC, load about 3): ab
 for 06 and 04 alone (Run All: 06 about 20 s, 04 about 26 s), about 3.2 minutes with 07, 08 and 11
 (07 about 70 s, 08 and 11 about 10 s each); about 2 minutes more without the lesson model (06: 140 s).
 
-Screenshots (each lesson after Run All, the slider before and after, 07's per-class table) and the JupyterLab and
-browser logs go to artifacts/jupyterlab/. Like tests/test_site.py, this needs Debian's chromium
-and the Playwright driver (bash scripts/install_browser.sh) and fails without them, in CI and
-out, unless COSUDA_SKIP_BROWSER=1.
+Screenshots (each lesson after Run All, the slider before and after, 07's per-class table) and
+the JupyterLab and browser logs go to artifacts/jupyterlab/. Like tests/test_site.py, this needs
+Debian's chromium and the Playwright driver (bash scripts/install_browser.sh) and fails without
+them, in CI and out, unless COSUDA_SKIP_BROWSER=1.
 """
 from __future__ import annotations
 
@@ -525,12 +525,12 @@ def test_lesson_11_runs_all_cells_without_errors_and_shows_its_figures(lesson_11
 
 
 def test_screenshots_are_saved(lesson_06, lesson_04, lesson_07, lesson_08, lesson_11):
-    for name in NOTEBOOKS:
-        assert (ARTIFACTS / name.replace(".ipynb", ".png")).stat().st_size > 10_000, name
+    for name in [n.replace(".ipynb", ".png") for n in NOTEBOOKS] + ["07_adapt_per_class_table.png"]:
+        assert (ARTIFACTS / name).stat().st_size > 10_000, name
 
 
-def test_student_notebooks_open_unmodified(lesson_06, lesson_04):
+def test_student_notebooks_open_unmodified(lesson_06, lesson_04, lesson_07, lesson_08, lesson_11):
     """Opened in JupyterLab, once its kernel is up and before anything runs, a student notebook
     is not marked modified (so autosave does not write it back)."""
-    dirty = {run["name"]: run["opened"]["changes"] for run in (lesson_06, lesson_04) if run["opened"]["dirty"]}
+    dirty = {run["name"]: run["opened"]["changes"] for run in (lesson_06, lesson_04, lesson_07, lesson_08, lesson_11) if run["opened"]["dirty"]}
     assert not dirty, f"JupyterLab marks student notebooks modified as soon as they open; it changed: {dirty}"
