@@ -6,8 +6,9 @@
 `prepare` generates the synthetic benchmark, trains the shared source-only lesson model
 (`runs/lessons/source-only`), writes its pseudo-labels (`runs/lessons/pseudo_labels`) and the
 student versions of the notebooks (`student/`), and records how long each step took in
-`runs/lessons/prepare.json`. The lesson notebooks then load the cached model instead of
-training one, so each in-room step takes minutes (see WORKSHOP.md for measured times).
+`runs/lessons/prepare.json`, with the total and the machine it ran on (CPU model, threads); it
+prints them at the end. The lesson notebooks then load the cached model instead of training one,
+so each in-room step takes minutes (see WORKSHOP.md for measured times).
 
 `check` reports, each with its fix: the benchmark, the lesson model and the pseudo-labels
 missing; `student/` missing or not written from the current `notebooks/` (students' own edits
@@ -40,7 +41,9 @@ KERNEL = "python3"
 
 
 def prepare(iterations: int | None = None, progress: bool = True) -> dict:
-    """Run every slow step once; returns {step: seconds} (also saved to prepare.json).
+    """Run every slow step once; returns {step: seconds} (also saved to prepare.json), plus
+    "total" (seconds, all steps) and "machine" ({"cpu": CPU model, "threads": torch's threads}):
+    how long prepare took on the machine it ran on.
 
     The lesson source-only model is the synthetic pipeline's stage 1 (`iterations` default:
     config.SYNTHETIC_STAGES["source_iterations"]), so that lesson 07's live run starts from the
@@ -54,7 +57,8 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
     source = jobs.train_job("lessons/source-only", "synthetic-source-only", SOURCE_RUN,
                             {"iterations": iterations, "progress": progress})
     pseudo = jobs.pseudo_job("lessons/pseudo_labels", SOURCE_RUN, PSEUDO_ROOT)  # run after `source`, below
-    timings: dict[str, float] = {}
+    timings: dict[str, object] = {}
+    started = time.perf_counter()
 
     def step(name, fn):
         print(f"[prepare] {name} ...", flush=True)
@@ -71,9 +75,22 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
     step(f"train the source-only lesson model ({iterations} iterations)", lambda: run(source))
     step("pseudo-labels for the target train set", lambda: run(pseudo))
     step("student versions of the notebooks", lambda: write_student_versions(STUDENT_DIR, NOTEBOOKS_DIR))
+    timings["total"] = round(time.perf_counter() - started, 1)
+    timings["machine"] = machine()
+    print(f"[prepare] total: {timings['total']} s on {timings['machine']['cpu']}, "
+          f"{timings['machine']['threads']} threads", flush=True)
     LESSONS.mkdir(parents=True, exist_ok=True)
     (LESSONS / "prepare.json").write_text(json.dumps(timings, indent=2))
     return timings
+
+
+def machine() -> dict:
+    """The machine a timing was measured on: {"cpu": CPU model, "threads": torch's thread count}."""
+    import torch
+
+    from .provenance import cpu_model
+
+    return {"cpu": cpu_model(), "threads": torch.get_num_threads()}
 
 
 def student_problems(student_dir: Path = STUDENT_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[str]:

@@ -1,6 +1,7 @@
 """JupyterLab as students use it: the student notebooks opened in a real JupyterLab in headless
 Chromium, every cell run with the Run menu's "Run All Cells", and the T_cos slider of lesson 06
-moved with the keyboard (issue 12, item 6).
+moved with the keyboard (issue 12, item 6); lessons 07, 08 and 11 run the same way, and lesson
+07's per-class table shows all its columns (issue 20, item 6).
 
 What it does:
 
@@ -14,7 +15,8 @@ What it does:
   so `import cosuda` works only if cosuda is installed in this environment, as for a student;
 * the kernel runs without COSUDA_TEXT_PROGRESS, so progress bars are ipywidgets, as students see
   them (the test command sets it for nbval);
-* opens 06_cosine_loss.ipynb, then 04_processes_a_b.ipynb, each in its own JupyterLab workspace,
+* opens 06_cosine_loss.ipynb, then 04_processes_a_b.ipynb, 07_adapt.ipynb, 08_ablations.ipynb and
+  11_qualitative.ipynb (one at a time), each in its own JupyterLab workspace,
   waits for the kernel (if JupyterLab asks which kernel, which it sometimes does while it is still
   loading the kernel list, it clicks Select, as a student would), clicks Run > Run All Cells and
   waits until the kernel is idle and every code cell has a new execution count. It reads the
@@ -23,7 +25,12 @@ What it does:
   that failed to display, every code cell run, every cell that draws a figure in the teacher's
   notebook (notebooks/) showing an image, all images decoded; in 06, pressing ArrowLeft twice on
   the slider's handle moves T_cos from 0.60 to 0.50 and the figure below it is redrawn (its
-  image changes, the readout says 0.50).
+  image changes, the readout says 0.50); in 07, the live run prints its time, it/s, CPU and
+  threads, and every column of the per-class IoU tables (19 classes and mIoU) ends within the
+  output area's visible width in a 1400-pixel window (JupyterLab's default layout), measured
+  from the rendered tables' bounding boxes and every element between table and notebook that
+  clips sideways: a 21-column table (about 1,200 px in a 968 px output area) put mIoU out of
+  sight, so the lesson shows each as two tables of ten columns.
 * also checks that a student notebook is not marked modified once open (xfail for now: JupyterLab
   replaces the notebooks' kernelspec display name when the kernel starts).
 
@@ -32,13 +39,16 @@ model runs/lessons/source-only; if that model is missing (a fresh clone), lesson
 cell trains it there with the lesson default (150 iterations) -- the same model the notebooks'
 own nbval run would train, so the time is moved, not added. COSUDA_JUPYTERLAB_FRESH_MODEL=1 makes
 the test behave so with a model already there: the lessons' `source_run` then points into the
-test's temporary folder. Measured on 2 loaded cores: about 2.5 minutes for this file with the
-lesson model (Run All: 06 about 35 s, 04 about 40 s), about 4 minutes without (06: 140 s).
+test's temporary folder (and 07's `compare_with`, 07's and 11's `pseudo_root`). 07 trains its
+live run (20 iterations, the lesson default) into the temporary run_dir every time; 08 and 11
+read the committed grid. Measured on 2 loaded cores (AMD EPYC, load about 3): about 1.5 minutes
+for 06 and 04 alone (Run All: 06 about 20 s, 04 about 26 s), about 3.2 minutes with 07, 08 and 11
+(07 about 70 s, 08 and 11 about 10 s each); about 2 minutes more without the lesson model (06: 140 s).
 
-Screenshots (06 and 04 after Run All, the slider before and after) and the JupyterLab and
-browser logs go to artifacts/jupyterlab/. Like tests/test_site.py, this needs Debian's chromium
-and the Playwright driver (bash scripts/install_browser.sh) and fails without them, in CI and
-out, unless COSUDA_SKIP_BROWSER=1.
+Screenshots (each lesson after Run All, the slider before and after, 07's per-class table) and
+the JupyterLab and browser logs go to artifacts/jupyterlab/. Like tests/test_site.py, this needs
+Debian's chromium and the Playwright driver (bash scripts/install_browser.sh) and fails without
+them, in CI and out, unless COSUDA_SKIP_BROWSER=1.
 """
 from __future__ import annotations
 
@@ -63,7 +73,8 @@ from cosuda.config import REPO_ROOT
 from cosuda.exercises.student import write_student_versions
 
 ARTIFACTS = REPO_ROOT / "artifacts" / "jupyterlab"
-NOTEBOOKS = ("06_cosine_loss.ipynb", "04_processes_a_b.ipynb")
+NOTEBOOKS = ("06_cosine_loss.ipynb", "04_processes_a_b.ipynb", "07_adapt.ipynb", "08_ablations.ipynb",
+             "11_qualitative.ipynb")
 SERVER_START_S = 180      # jupyter lab up and answering
 PAGE_READY_S = 180        # JupyterLab loaded in Chromium and the kernel idle
 RUN_ALL_S = 20 * 60       # Run All Cells; includes training the lesson model when it is missing
@@ -93,12 +104,14 @@ def _student_folder(root: Path) -> Path:
         params = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1, f"{name}: expected one cell tagged `parameters`"
         values = {"run_dir": root / "runs" / path.stem}
-        if fresh_model:
-            values["source_run"] = root / "runs" / "source-only"
+        if fresh_model:  # where a notebook has them: the lesson model and its pseudo-labels
+            values.update(source_run=root / "runs" / "source-only", compare_with=root / "runs" / "source-only",
+                          pseudo_root=root / "runs" / "pseudo_labels")
         for key, value in values.items():
             params[0].source, n = re.subn(rf'^{key}: str = "[^"]*"', f'{key}: str = "{value}"',
                                           params[0].source, flags=re.M)
-            assert n == 1, f"{name}: no `{key}: str = \"...\"` line in the parameters cell"
+            assert n == 1 or (n == 0 and key != "run_dir"), \
+                f"{name}: no `{key}: str = \"...\"` line in the parameters cell"
         nbformat.write(nb, path)
     return folder
 
@@ -353,6 +366,54 @@ def lesson_04(browser, lab, lesson_06):  # after 06: one notebook runs at a time
     run["page"].context.close()
 
 
+@pytest.fixture(scope="module")
+def lesson_07(browser, lab, lesson_04):  # one notebook at a time: after 06 and 04
+    run = _open_and_run_all(browser, lab, "07_adapt.ipynb")
+    yield run
+    run["page"].context.close()
+
+
+@pytest.fixture(scope="module")
+def lesson_08(browser, lab, lesson_07):
+    run = _open_and_run_all(browser, lab, "08_ablations.ipynb")
+    yield run
+    run["page"].context.close()
+
+
+@pytest.fixture(scope="module")
+def lesson_11(browser, lab, lesson_08):
+    run = _open_and_run_all(browser, lab, "11_qualitative.ipynb")
+    yield run
+    run["page"].context.close()
+
+
+# Every table in a cell's outputs as the page lays it out: its header, where its last header cell
+# ends, and the right edge of what is visible of it: the output area's, that of any element
+# between the table and the notebook that clips or scrolls sideways, and the window's. A table
+# wider than that shows its last columns only after scrolling sideways (or not at all).
+TABLES = """i => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[i];
+  return Array.from(cell.node.querySelectorAll('.jp-OutputArea-output table')).map(table => {
+    const ths = Array.from(table.querySelectorAll('tr'))[0].querySelectorAll('th, td');
+    const last = ths[ths.length - 1].getBoundingClientRect();
+    let visible = window.innerWidth, clippers = [];
+    for (let el = table.parentElement; el && !el.classList.contains('jp-Notebook'); el = el.parentElement) {
+      const style = getComputedStyle(el);
+      if (style.overflowX !== 'visible') {
+        const r = el.getBoundingClientRect();
+        const right = r.left + el.clientLeft + el.clientWidth;
+        visible = Math.min(visible, right);
+        clippers.push({cls: el.className, right: right, scrollWidth: el.scrollWidth,
+                       clientWidth: el.clientWidth, scrollLeft: el.scrollLeft});
+      }
+    }
+    return {header: Array.from(ths).map(th => th.textContent.trim()), last_left: last.left,
+            last_right: last.right, width: last.width, visible_right: visible, clippers: clippers,
+            table_right: table.getBoundingClientRect().right, window_width: window.innerWidth};
+  });
+}"""
+
+
 # ---------------------------------------------------------------- the tests
 
 def test_the_kernel_jupyterlab_offers_is_this_python(lab):
@@ -414,13 +475,62 @@ def test_lesson_04_runs_all_cells_without_errors_and_shows_its_figures(lesson_04
     assert not [line for line in lesson_04["log"] if line.startswith("uncaught")], lesson_04["log"]
 
 
-def test_screenshots_are_saved(lesson_06, lesson_04):
-    for name in ("06_cosine_loss.png", "04_processes_a_b.png"):
+def test_lesson_07_runs_all_cells_without_errors_and_shows_its_figures(lesson_07):
+    problems = _problems("07_adapt.ipynb", lesson_07["state"])
+    assert not problems, "\n".join(problems)
+    assert sum(len(c["images"]) for c in lesson_07["state"]["shown"]) >= 2
+    assert not [line for line in lesson_07["log"] if line.startswith("uncaught")], lesson_07["log"]
+    # the live run says how long it took, at what speed, on which machine
+    assert re.search(r"live run: \d+ s on .+, \d+ threads, [\d.]+ it/s for its \d+ iterations",
+                     "\n".join(c["text"] for c in lesson_07["state"]["shown"]))
+
+
+def test_lesson_07_per_class_table_shows_all_its_columns(lesson_07):
+    """The per-class IoU table (19 classes and mIoU, a Markdown table in a cell's output) fits the
+    output area at JupyterLab's width in a 1400-pixel window: its last column, mIoU, is visible
+    without scrolling sideways."""
+    page = lesson_07["page"]
+    cells = lesson_07["state"]["notebook"]["cells"]
+    at = [i for i, c in enumerate(cells) if "iou_markdown(rows" in "".join(c["source"])]
+    assert len(at) == 1, "lesson 07 should have one cell showing the per-class table (iou_markdown(rows))"
+    page.evaluate(SCROLL_TO, at[0])
+    page.wait_for_timeout(1000)
+    tables = page.evaluate(TABLES, at[0])
+    print(f"[test_jupyterlab] 07_adapt.ipynb per-class tables: {json.dumps(tables)}")
+    output = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output:has(table)")
+    if output.count():
+        output.first.scroll_into_view_if_needed()
+        output.first.screenshot(path=str(ARTIFACTS / "07_adapt_per_class_table.png"))
+    assert tables, "lesson 07's per-class table cell shows no table"
+    columns = [h for t in tables for h in t["header"]]
+    for name in ("road", "bicycle", "mIoU"):
+        assert name in columns, f"the per-class tables have no column {name!r}: {columns}"
+    clipped = [t for t in tables if t["last_right"] > t["visible_right"] + 1 or t["width"] < 1]
+    assert not clipped, "columns of lesson 07's per-class table lie beyond the output area's visible width " \
+        f"(scroll sideways to see them): {json.dumps(clipped, indent=1)}"
+
+
+def test_lesson_08_runs_all_cells_without_errors_and_shows_its_figures(lesson_08):
+    problems = _problems("08_ablations.ipynb", lesson_08["state"])
+    assert not problems, "\n".join(problems)
+    assert sum(len(c["images"]) for c in lesson_08["state"]["shown"]) >= 1
+    assert not [line for line in lesson_08["log"] if line.startswith("uncaught")], lesson_08["log"]
+
+
+def test_lesson_11_runs_all_cells_without_errors_and_shows_its_figures(lesson_11):
+    problems = _problems("11_qualitative.ipynb", lesson_11["state"])
+    assert not problems, "\n".join(problems)
+    assert sum(len(c["images"]) for c in lesson_11["state"]["shown"]) >= 1
+    assert not [line for line in lesson_11["log"] if line.startswith("uncaught")], lesson_11["log"]
+
+
+def test_screenshots_are_saved(lesson_06, lesson_04, lesson_07, lesson_08, lesson_11):
+    for name in [n.replace(".ipynb", ".png") for n in NOTEBOOKS] + ["07_adapt_per_class_table.png"]:
         assert (ARTIFACTS / name).stat().st_size > 10_000, name
 
 
-def test_student_notebooks_open_unmodified(lesson_06, lesson_04):
+def test_student_notebooks_open_unmodified(lesson_06, lesson_04, lesson_07, lesson_08, lesson_11):
     """Opened in JupyterLab, once its kernel is up and before anything runs, a student notebook
     is not marked modified (so autosave does not write it back)."""
-    dirty = {run["name"]: run["opened"]["changes"] for run in (lesson_06, lesson_04) if run["opened"]["dirty"]}
+    dirty = {run["name"]: run["opened"]["changes"] for run in (lesson_06, lesson_04, lesson_07, lesson_08, lesson_11) if run["opened"]["dirty"]}
     assert not dirty, f"JupyterLab marks student notebooks modified as soon as they open; it changed: {dirty}"

@@ -402,7 +402,7 @@ def test_kernel_check_reports_a_missing_kernel(monkeypatch):
     assert any("no kernel" in p for p in problems)
 
 
-def test_prepare_trains_the_lesson_model_and_its_pseudo_labels_through_the_executors(tmp_path, monkeypatch):
+def test_prepare_trains_the_lesson_model_and_its_pseudo_labels_through_the_executors(tmp_path, monkeypatch, capsys):
     """`workshop prepare` plans its two slow steps as jobs (the source-only lesson model, then its
     pseudo-labels) and runs them through the executors in this process, then writes prepare.json."""
     from cosuda import executors
@@ -422,6 +422,16 @@ def test_prepare_trains_the_lesson_model_and_its_pseudo_labels_through_the_execu
                    ("inline", [("lessons/pseudo_labels", "pseudo", workshop.PSEUDO_ROOT)])]
     assert "train the source-only lesson model (7 iterations)" in timings
     assert json.loads((tmp_path / "prepare.json").read_text()) == timings
+    # how long it took, in all, on which machine (measured, not typed)
+    steps = {k: v for k, v in timings.items() if k not in ("total", "machine")}
+    assert len(steps) == 4 and all(isinstance(v, float) for v in steps.values())
+    assert isinstance(timings["total"], float) and timings["total"] >= max(steps.values())
+    import torch
+
+    from cosuda.provenance import cpu_model
+    assert timings["machine"] == {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+    assert f"[prepare] total: {timings['total']} s on {cpu_model()}, {torch.get_num_threads()} threads" \
+        in capsys.readouterr().out
     monkeypatch.setattr(executors, "run", lambda plan, executor="local", **kw: {
         j.name: executors.JobResult(j.name, False, 0.0, None, error="boom") for j in plan})
     with pytest.raises(RuntimeError, match="lessons/source-only failed"):
