@@ -135,10 +135,9 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join([r for r in rows if r.strip()][-lines:])
 
 
-def _error_line(tail: str) -> str:
-    """The process's own error ("error: ...", "ValueError: ..."), which torchrun's summary hides."""
-    errors = [l.strip() for l in tail.splitlines() if re.match(r"\s*(error:|\w+(Error|Exception|Interrupt):)", l)]
-    return errors[-1] if errors else ""
+def _error_lines(text: str) -> list[str]:
+    """The process's own errors ("error: ...", "ValueError: ..."), which torchrun's summary hides."""
+    return [l.strip() for l in text.splitlines() if re.match(r"\s*(error:|\w+(Error|Exception|Interrupt):)", l)]
 
 
 def read_json(path: Path) -> dict | None:
@@ -153,7 +152,8 @@ def _launch_process(job: Job, env: dict | None) -> tuple[bool, str | None]:
     code = run_child(job.command(), job.out / "log.txt", env)
     if code == 0:
         return True, None
-    return False, " ".join(filter(None, [f"exit status {code}", _error_line(log_tail(job.out / "log.txt", 200))]))
+    errors = _error_lines(log_tail(job.out / "log.txt", 200))
+    return False, " ".join(filter(None, [f"exit status {code}", errors[-1] if errors else ""]))
 
 
 def _launch_inline(job: Job) -> tuple[bool, str | None]:
@@ -373,8 +373,8 @@ def torchrun(preset: str, out: str | Path, nproc_per_node: int = 2, overrides: d
             proc.wait()
             raise
     if proc.returncode != 0:
-        lines = log_path.read_text().splitlines()
-        errors = list(dict.fromkeys(l.strip() for l in lines if re.match(r"\s*(error:|\w+(Error|Exception):)", l)))
+        text = log_path.read_text()
+        lines, errors = text.splitlines(), list(dict.fromkeys(_error_lines(text)))
         tail = "\n".join(lines[-15:])
         raise RuntimeError(f"torchrun exited with status {proc.returncode}: {'; '.join(errors) or 'no error line'}"
                            f"\nthe last lines of {log_path}:\n{tail}")

@@ -49,6 +49,13 @@ def _version(module: str) -> str | None:
         return None
 
 
+def machine() -> dict:
+    """The machine a timing is measured on: {"cpu": CPU model, "threads": torch's thread count}."""
+    import torch
+
+    return {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+
+
 def record(seconds: float | None = None, device: str | None = None) -> dict:
     """The provenance of a result made now: commit and dirty flag, torch / timm / Python
     versions, CPU model, torch's thread count, the device (and GPU name), the host's logical
@@ -57,7 +64,7 @@ def record(seconds: float | None = None, device: str | None = None) -> dict:
 
     commit, dirty = git_state()
     out = {"commit": commit, "dirty": dirty, "torch": torch.__version__, "timm": _version("timm"),
-           "python": platform.python_version(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
+           "python": platform.python_version(), **machine(),
            "cores": os.cpu_count(), "device": device or "cpu", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "seconds": None if seconds is None else round(float(seconds), 1)}
     if device and device.startswith("cuda") and torch.cuda.is_available():

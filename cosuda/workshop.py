@@ -51,6 +51,7 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
     from . import executors, jobs
     from .config import SYNTHETIC_STAGES
     from .exercises.student import write_student_versions
+    from .provenance import machine
     from .synthetic import DEFAULT_ROOT, ensure
 
     iterations = iterations or SYNTHETIC_STAGES["source_iterations"]
@@ -82,15 +83,6 @@ def prepare(iterations: int | None = None, progress: bool = True) -> dict:
     LESSONS.mkdir(parents=True, exist_ok=True)
     (LESSONS / "prepare.json").write_text(json.dumps(timings, indent=2))
     return timings
-
-
-def machine() -> dict:
-    """The machine a timing was measured on: {"cpu": CPU model, "threads": torch's thread count}."""
-    import torch
-
-    from .provenance import cpu_model
-
-    return {"cpu": cpu_model(), "threads": torch.get_num_threads()}
 
 
 def student_problems(student_dir: Path = STUDENT_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[str]:

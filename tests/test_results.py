@@ -13,43 +13,7 @@ from cosuda.labels import CLASS_NAMES
 from cosuda.paper_results import PAPER_RESULTS, TABLE3_COLUMNS, paper_miou
 from cosuda.paths import HOME
 
-ITS = (150, 300, 450, 600)
-
-
-def fake_config(seed=0, **settings):
-    """A config.json as a run writes it: resolved settings, inputs and provenance."""
-    return {"preset": "synthetic-ours", "seed": seed, "iterations": 600, "t_cos": 0.6, "dict_size": 200,
-            "lambda_cos": 1.0, "weights": "imagenet", "pseudo_root": "", "backbone": "efficientnet_lite0",
-            "provenance": {"commit": "abc123", "torch": "2.4.0", "cpu": "test cpu", "threads": 1, "seconds": 12.5},
-            **settings}
-
-
-def fake_metrics(final, seed=0, cos=None, nn=50.0, per_class=None, config=True, **settings):
-    """A metrics.json of the layout (mIoU rising linearly to `final`), its config.json under "config"."""
-    history = []
-    for k, it in enumerate(ITS):
-        losses = {"seg_s": 0.5 - 0.05 * k, "seg_t": 0.4 - 0.05 * k}
-        if cos is not None:
-            losses["cos"] = cos
-        losses["total"] = losses["seg_s"] + losses["seg_t"] + losses.get("cos", 0.0)
-        history.append({"iteration": it, "miou19": final - 3 + k, "miou16": final - 2 + k, "miou13": final - 1 + k,
-                        "losses": losses, "alignment": {"nn_accuracy": nn + k, "cos_same": 0.3 + 0.01 * k,
-                                                        "cos_other": 0.1, "cos_gap": 0.2 + 0.01 * k}})
-    per_class = per_class if per_class is not None else [final] * len(CLASS_NAMES)
-    return {"preset": "synthetic-ours", "seed": seed, "finished": True, "iteration": ITS[-1], "miou19": final,
-            "miou16": final + 1, "miou13": final + 2, "per_class_iou": per_class, "history": history,
-            "alignment": history[-1]["alignment"], "best": {"iteration": ITS[-1], "miou19": final + 0.5},
-            "config": fake_config(seed, **settings) if config else None}
-
-
-@pytest.fixture
-def runs():
-    return {"source-only": {s: fake_metrics(30 + s, s, nn=55) for s in (0, 1, 2)},
-            "only-ssl": {s: fake_metrics(35 + s, s) for s in (0, 1, 2)},
-            "ours": {s: fake_metrics(35.5 + s + 0.1 * s, s, cos=0.2) for s in (0, 1, 2)},
-            "ours11": {s: fake_metrics(31 + s, s, cos=0.3) for s in (0, 1)},
-            "adversarial": {0: fake_metrics(30.5, 0)},
-            "oracle": {s: fake_metrics(50, s, per_class=[40.0, None] + [50.0] * 17) for s in (0, 1, 2)}}
+from conftest import ITS, fake_config, fake_metrics
 
 
 def write_run(root, task, variant, seed, metrics):

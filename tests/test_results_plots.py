@@ -14,38 +14,8 @@ from matplotlib.text import Text  # noqa: E402
 
 from cosuda import plots, results  # noqa: E402
 from cosuda.config import VARIANT_STYLES  # noqa: E402
-from cosuda.labels import CLASS_NAMES  # noqa: E402
 
-ITS = (150, 300, 450, 600)
-
-
-def fake_metrics(final, seed=0, cos=None, nn=50.0, per_class=None):
-    """A metrics.json of the grid's layout whose mIoU rises linearly to `final`, with its run's
-    config.json under "config" (as `cosuda.results.load` gives it)."""
-    history = []
-    for k, it in enumerate(ITS):
-        losses = {"seg_s": 0.5 - 0.05 * k, "seg_t": 0.4 - 0.05 * k}
-        if cos is not None:
-            losses["cos"] = cos
-        losses["total"] = losses["seg_s"] + losses["seg_t"] + losses.get("cos", 0.0)
-        history.append({"iteration": it, "miou19": final - 3 + k, "miou16": final - 2 + k, "miou13": final - 1 + k,
-                        "losses": losses, "alignment": {"nn_accuracy": nn + k, "cos_same": 0.3 + 0.01 * k,
-                                                        "cos_other": 0.1, "cos_gap": 0.2 + 0.01 * k}})
-    per_class = per_class if per_class is not None else [final] * len(CLASS_NAMES)
-    return {"seed": seed, "finished": True, "iteration": ITS[-1], "miou19": final, "miou16": final + 1,
-            "miou13": final + 2, "per_class_iou": per_class, "history": history,
-            "alignment": history[-1]["alignment"], "best": {"iteration": ITS[-1], "miou19": final},
-            "preset": "synthetic-ours", "config": {"seed": seed, "t_cos": 0.6, "dict_size": 200, "lambda_cos": 1.0}}
-
-
-@pytest.fixture
-def runs():
-    return {"source-only": {s: fake_metrics(30 + s, s, nn=55) for s in (0, 1, 2)},
-            "only-ssl": {s: fake_metrics(35 + s, s) for s in (0, 1, 2)},
-            "ours": {s: fake_metrics(35.5 + s + 0.1 * s, s, cos=0.2) for s in (0, 1, 2)},
-            "ours11": {s: fake_metrics(31 + s, s, cos=0.3) for s in (0, 1)},
-            "adversarial": {0: fake_metrics(30.5, 0)},
-            "oracle": {s: fake_metrics(50, s, per_class=[40.0, None] + [50.0] * 17) for s in (0, 1, 2)}}
+from conftest import fake_metrics  # noqa: E402
 
 
 def _axes_text(fig):
