@@ -111,8 +111,9 @@ def measure(label: str, load: int = 0, home: Path | None = None, lessons: list[s
     home = Path(home or tempfile.mkdtemp(prefix="cosuda-workshop-"))
     env = {**os.environ, "COSUDA_HOME": str(home), "COSUDA_TEXT_PROGRESS": "1"}
     env.pop("OMP_WAIT_POLICY", None)  # as on a student's laptop: the package sets its own default
+    commit, dirty = git_state()
     record: dict = {"label": label, "date": datetime.date.today().isoformat(), "machine": machine(),
-                    "commit": git_state().get("commit"), "home_was_empty": not any(home.iterdir())}
+                    "commit": commit, "dirty": dirty, "home_was_empty": not any(home.iterdir())}
     with Load(load) as busy:
         print(f"[workshop_times] prepare in {home} ...", flush=True)
         start = time.perf_counter()
