@@ -48,6 +48,7 @@ from cosuda import lessons, method
 from cosuda.config import REPO_ROOT
 from cosuda.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from cosuda.plots import method as mplots
+from IPython.display import Markdown, display
 
 if source_images < 1 or dict_size < 1 or not -1 <= t_cos <= 1:
     raise ValueError(f"need source_images >= 1, dict_size >= 1, -1 <= t_cos <= 1; got {source_images}, "
@@ -106,10 +107,19 @@ for c in largest:
 # hardly any: the selection is per *pair*, which is the paper's point ("selectively maximize"). And
 # the similarities are signed: the features here are EfficientNet-Lite0's last block, a linear
 # projection with no ReLU after it, so two vectors can point in opposite directions and cosines
-# span $[-1, 1]$. They run from about -0.2 to 0.8 (-0.4 to 0.8 with the 1,200-iteration lesson
-# model of `cosuda.workshop prepare`), with class means of 0.1-0.4: the vectors of one class are
-# far from alike. (The paper's ResNet-101 layer4 features come out of a ReLU: their cosines lie in
-# $[0, 1]$.)
+# span $[-1, 1]$. (The paper's ResNet-101 layer4 features come out of a ReLU: their cosines lie in
+# $[0, 1]$.) How far apart are the vectors of one class here?
+
+# %%
+low, high = min(float(M[c].min()) for c in M), max(float(M[c].max()) for c in M)
+means = [float(M[c].mean()) for c in largest]
+alike = ("far from alike" if max(means) < 0.5 else "fairly alike" if min(means) > 0.7 else "neither alike nor opposed")
+display(Markdown(f"With this model the cosines run from {low:.1f} to {high:.1f} "
+                 f"({'some pairs point apart' if low < 0 else 'none negative'}), and the class means of the "
+                 f"largest classes lie between {min(means):.1f} and {max(means):.1f}: the vectors of one class "
+                 f"are {alike}."))
+
+# %% [markdown]
 #
 # ## How much does $\mathcal T_{cos}$ select?
 
@@ -118,17 +128,24 @@ thresholds = np.round(np.linspace(-1.0, 1.0, 101), 3)
 fractions = lessons.selected_fraction(M, thresholds)
 # Figure: Share of the similarity elements above T_cos, per class and overall, as T_cos grows; dotted lines at the paper's values.
 fig = mplots.selection_curves(fractions, thresholds, marks=(0.6, 0.4, 0.2));
-print("all classes: " + ", ".join(f"{100 * fractions[-1][np.flatnonzero(np.isclose(thresholds, t))[0]]:.0f}% "
-                                  f"above {t:g}" for t in (0.6, 0.4, 0.2, 0.0)))
+share_at = {t: float(fractions[-1][np.flatnonzero(np.isclose(thresholds, t))[0]]) for t in (0.6, 0.4, 0.2, 0.0)}
+print("all classes: " + ", ".join(f"{100 * f:.1f}% above {t:g}" for t, f in share_at.items()))
+
+# %%
+selected_by_class = {c: int((m > 0.6).sum()) for c, m in M.items()}
+top = [CLASS_NAMES[c] for c in sorted(selected_by_class, key=lambda c: -selected_by_class[c]) if selected_by_class[c]][:2]
+strictness = ("strict" if share_at[0.6] < 0.1 else "loose" if share_at[0.6] > 0.5 else "moderate")
+display(Markdown(
+    f"For this network the paper's $\\mathcal T_{{cos}} = 0.6$ is **{strictness}**: it selects "
+    f"{100 * share_at[0.6]:.1f} % of the pairs" + (f" (mostly {' and '.join(top)} pairs)" if top else "")
+    + f", 0.4 selects {100 * share_at[0.4]:.0f} % and 0.2 {100 * share_at[0.2]:.0f} %; from 0 down, "
+    f"{100 * share_at[0.0]:.0f} %."))
 
 # %% [markdown]
-# For this network the paper's $\mathcal T_{cos} = 0.6$ is strict: it selects about 2 % of the
-# pairs (1.7 % with either lesson model, mostly road and vegetation pairs), 0.4 about a fifth and
-# 0.2 about two thirds; from 0 down, nearly all. How selective a given $\mathcal T_{cos}$ is
-# depends on the network and on how far it has been trained: it is a hyper-parameter to tune per
-# architecture (Table 5 uses 0.6 / 0.4 for DeepLabV2 and 0.4 / 0.2 for FCN-8s; Table 6 shows mIoU
-# against it). The synthetic preset keeps Table 5's 0.6, so its loss pulls only the few pairs that
-# are already close.
+# How selective a given $\mathcal T_{cos}$ is depends on the network and on how far it has been
+# trained: it is a hyper-parameter to tune per architecture (Table 5 uses 0.6 / 0.4 for DeepLabV2
+# and 0.4 / 0.2 for FCN-8s; Table 6 shows mIoU against it). The synthetic preset keeps Table 5's
+# 0.6: its loss pulls only the pairs that are already that close.
 #
 # ## Explore $\mathcal T_{cos}$
 #
@@ -184,9 +201,14 @@ print(f"dictionary vectors: every .grad is None: {all(b.grad is None for b in ba
 
 # %% [markdown]
 # A target vector with no element above $\mathcal T_{cos}$ gets no gradient at all: the loss leaves
-# vectors alone that resemble nothing in the source dictionary of their class. At
-# $\mathcal T_{cos} = 0.6$ that is most of them: 49 of the 200 target vectors get a gradient here
-# (64 with the 1,200-iteration lesson model).
+# vectors alone that resemble nothing in the source dictionary of their class.
+
+# %%
+rows_moved = int(moved.sum())
+display(Markdown(f"At $\\mathcal T_{{cos}}$ = {t_cos} that is {'most' if rows_moved < len(moved) / 2 else 'a minority'} "
+                 f"of them: {rows_moved} of the {len(moved)} target vectors of this image get a gradient."))
+
+# %% [markdown]
 #
 # ## Sum or mean? The scale of the loss decides
 #
@@ -226,12 +248,18 @@ for lam in (0.001, 0.01, 0.1):
     print(f"lambda_cos = {lam:5}: gradient of lambda x L_cos / gradient of L_seg^S = "
           f"{lam * mean_grad / seg_grad:.1e} (mean), {lam * sum_grad / seg_grad:.1e} (sum)")
 
+# %%
+display(Markdown(
+    f"At this toy scale ({len(t_classes)} target vectors, at most {dict_size} dictionary vectors per class, "
+    f"{100 * selection.total_selected / selection.total_elements:.1f} % of the pairs selected) the sum is "
+    f"{sum_value / mean_value:.0f} times the mean, and at $\\lambda_{{cos}} = 0.01$ the cosine term's gradient "
+    f"is {100 * 0.01 * mean_grad / seg_grad:.2g} % of the segmentation loss's (mean reading)."))
+
 # %% [markdown]
-# At this toy scale (200 target vectors, at most 200 dictionary vectors per class, 2 % of the pairs
-# selected) the sum is already about 30 times the mean. At the paper's scale it grows with the
-# number of pairs: a 1024x512 target image gives 8385 vectors at output stride 8, each compared
-# with the 2500 dictionary vectors of its class, and k = 2048 does not change cosines. With the
-# selected share and the mean distance $1 - \mathcal M$ measured here:
+# At the paper's scale the sum grows with the number of pairs: a 1024x512 target image gives 8385
+# vectors at output stride 8, each compared with the 2500 dictionary vectors of its class, and
+# k = 2048 does not change cosines. With the selected share and the mean distance
+# $1 - \mathcal M$ measured here:
 
 # %%
 share = selection.total_selected / selection.total_elements
@@ -255,7 +283,7 @@ fig = mplots.magnitude_bars(magnitudes, reference="L_seg^S (source cross-entropy
 # %% [markdown]
 # **Why "mean".** The paper does not say how eq. 10 is normalised, but its $\lambda_{cos}$ values do.
 # Read literally ("sum"), $\mathcal L_{cos}$ at the paper's sizes is of order $10^3$ to $10^5$
-# (from 1% of the pairs selected, about what this network selects, to all of them), so $\lambda_{cos} = 0.01$ would make the cosine term tens
+# (from 1 % of the pairs selected to all of them), so $\lambda_{cos} = 0.01$ would make the cosine term tens
 # to thousands of times the segmentation loss (about 1), and its gradient would swamp the rest;
 # it would also scale with dict-size and image size, so that Table 6's dict-size sweep would
 # really be a $\lambda$ sweep. With "mean" the loss stays in $[0, 1 - \mathcal T_{cos}]$ whatever the
@@ -263,10 +291,10 @@ fig = mplots.magnitude_bars(magnitudes, reference="L_seg^S (source cross-entropy
 # or 0.001 (FCN-8s) makes it a light regulariser next to $\mathcal L_{seg}$: consistent with the
 # ~1 mIoU it adds over self-training alone in Table 4. So the engine uses `reduction="mean"` with the
 # paper's $\lambda_{cos}$ for the real presets. The synthetic presets use $\lambda_{cos} = 0.1$, with
-# the mean as well: the gradient ratios printed above show how light the term is at 0.01 (under 1 %
-# of the segmentation loss's gradient), and weight 1, tried first, made every feature alike and
-# cost 12 mIoU points (docs/benchmark.md). `--set reduction=sum` is there to test the literal
-# reading (with a correspondingly tiny $\lambda_{cos}$).
+# the mean as well: the gradient ratios printed above show how light the term is at 0.01, and
+# weight 1, tried first, made every feature alike and cost mIoU (docs/benchmark.md records that
+# trial). `--set reduction=sum` is there to test the literal reading (with a correspondingly tiny
+# $\lambda_{cos}$).
 
 # %%
 out_dir = REPO_ROOT / run_dir
