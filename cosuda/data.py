@@ -63,9 +63,14 @@ def refuse_incomplete_benchmark(dataset_root) -> None:
 
     out = Path(dataset_root).parent
     if synthetic.interrupted(out):
-        raise IncompleteBenchmarkError(
-            f"the synthetic benchmark under {out} is incomplete: its {synthetic.MARKER} says its "
-            "generation did not finish, so it holds only part of its images; write it again with "
+        raise IncompleteBenchmarkError(_incomplete(out))
+
+
+def _incomplete(out: Path) -> str:
+    from cosuda import synthetic
+
+    return (f"the synthetic benchmark under {out} is incomplete: its {synthetic.MARKER} says its generation "
+            f"did not finish, so it holds only part of its images; write it again with "
             f"`{synthetic.regenerate_command(out)}`")
 
 
@@ -582,9 +587,7 @@ def check_dataset(root, task: str | None = None, workers: int | None = None, pro
             + " (or a data root holding gta5/, synthia/, cityscapes/; see data/README.md)")
     problems = []
     if synthetic.interrupted(marker_root):
-        problems.append(f"{marker_root / synthetic.MARKER}: the synthetic benchmark's generation did not finish, "
-                        f"so it holds only part of its images; write it again with "
-                        f"`{synthetic.regenerate_command(marker_root)}`")
+        problems.append(f"{marker_root / synthetic.MARKER}: {_incomplete(marker_root)}")
     found_pairs = {t: _parts(t, path) for t, path in datasets.items()}
     jobs = [(t, part, pair) for t, by_part in found_pairs.items() for part, pairs in by_part.items() for pair in pairs]
     parts = {part: {"root": str(datasets[t]), "pairs": 0, "images": 0, "labels": 0, "image_sizes": {},
