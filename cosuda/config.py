@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -399,39 +400,85 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
                         for k, v in values.items() if k in FIELD_TYPES})
 
 
+# Backbones each architecture builds (cosuda.models.available_backbones, kept here too so that
+# checking a configuration needs no torch; tests/test_config_ranges.py holds the two equal) and
+# the output strides each backbone supports.
+BACKBONES = {"deeplabv2": ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0"),
+             "fcn8s": ("vgg16",)}
+_OUTPUT_STRIDES = {"efficientnet_lite0": (8, 16, 32)}  # the ResNets: 8 (the paper's) or 16
+_COS_IMPLS = ("auto", "reference", "sorted", "grouped")  # cosuda.method.IMPLS
+
+
+def _did_you_mean(value: Any, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _one_of(name: str, value: Any, choices, where: str = "") -> None:
+    """ConfigError unless `value` is one of `choices`: names the key, the value, the choices and
+    the closest of them."""
+    if value not in choices:
+        raise ConfigError(f"{name} {value!r} unknown{where}; choose one of {', '.join(map(str, choices))}"
+                          f"{_did_you_mean(value, choices)}")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Checks that need no files: names and ranges. Paths are checked by the engine."""
-    if cfg.variant not in VARIANTS:
-        raise ConfigError(f"variant {cfg.variant!r} unknown; choose one of {', '.join(VARIANTS)}")
-    if cfg.source not in ("gta5", "synthia"):
-        raise ConfigError(f"source {cfg.source!r} unknown; choose gta5 or synthia")
-    if cfg.arch not in ("deeplabv2", "fcn8s"):
-        raise ConfigError(f"arch {cfg.arch!r} unknown; choose deeplabv2 or fcn8s")
-    if cfg.schedule not in ("auto", "poly", "step"):
-        raise ConfigError(f"schedule {cfg.schedule!r} unknown; choose auto, poly or step")
-    if cfg.optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"optimizer {cfg.optimizer!r} unknown; choose sgd or adam")
-    if cfg.precision not in ("auto",) + PRECISIONS:
-        raise ConfigError(f"precision {cfg.precision!r} unknown; choose one of auto, {', '.join(PRECISIONS)}")
-    if cfg.compile not in ("off", "model", "step"):
-        raise ConfigError(f"compile {cfg.compile!r} unknown; choose off, model or step")
-    if cfg.reduction not in ("mean", "sum"):
-        raise ConfigError(f"reduction {cfg.reduction!r} unknown; choose mean or sum")
-    if cfg.dict_dtype not in ("float32", "float16", "bfloat16"):
-        raise ConfigError(f"dict_dtype {cfg.dict_dtype!r} unknown; choose float32, float16 or bfloat16")
+    """Checks that need no files: every name against its choices, every number against its range.
+
+    Raises ConfigError with one line naming the key, the value and what is allowed; returns None
+    when the configuration is valid. Paths (data, weights, pseudo-labels) are checked by the engine.
+    """
+    _one_of("variant", cfg.variant, tuple(VARIANTS))
+    _one_of("source", cfg.source, ("gta5", "synthia"))
+    _one_of("arch", cfg.arch, tuple(BACKBONES))
+    _one_of("backbone", cfg.backbone, BACKBONES[cfg.arch], f" for arch {cfg.arch}")
+    _one_of("schedule", cfg.schedule, ("auto", "poly", "step"))
+    _one_of("optimizer", cfg.optimizer, ("sgd", "adam"))
+    _one_of("precision", cfg.precision, ("auto",) + PRECISIONS)
+    _one_of("compile", cfg.compile, ("off", "model", "step"))
+    _one_of("reduction", cfg.reduction, ("mean", "sum"))
+    _one_of("cos_impl", cfg.cos_impl, _COS_IMPLS)
+    _one_of("dict_dtype", cfg.dict_dtype, ("float32", "float16", "bfloat16"))
+    _one_of("norm", cfg.norm, ("frozen_bn", "group"))
+    if cfg.backbone == "efficientnet_lite0" and cfg.norm != "frozen_bn":
+        raise ConfigError(f"norm {cfg.norm!r} is not supported by backbone efficientnet_lite0; choose frozen_bn "
+                          "(its ImageNet BatchNorm statistics are frozen, section 4.1)")
+    if not (cfg.device in ("auto", "cpu", "cuda", "mps")
+            or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())):
+        raise ConfigError(f"device {cfg.device!r} unknown; choose auto, cpu, cuda, cuda:N or mps"
+                          f"{_did_you_mean(cfg.device, ('auto', 'cpu', 'cuda', 'mps'))}")
+    # A float that is inf or NaN passes no range below: `not x > 0` is True for NaN.
+    for name in ("lr", "d_lr", "lambda_cos", "lambda_adv", "weight_decay", "momentum", "poly_power",
+                 "step_gamma", "t_cos"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise ConfigError(f"{name} must be a finite number, got {getattr(cfg, name)}")
     for name in ("iterations", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "dict_size",
                  "num_classes", "poly_power", "step_size", "align_per_class"):
-        if not getattr(cfg, name) > 0:  # `not >`: NaN fails too
+        if not getattr(cfg, name) > 0:
             raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)}")
-    # lr 0 is allowed: a run that only evaluates its (warm-start) weights
+    # lr 0 is allowed: a run that only evaluates its (warm-start) weights (tests/test_engine_logs.py)
     for name in ("lr", "d_lr", "lambda_cos", "lambda_adv", "weight_decay", "momentum", "step_gamma", "seed",
                  "num_workers", "eval_max_items", "schedule_iterations", "align_items"):
         if not getattr(cfg, name) >= 0:
             raise ConfigError(f"{name} must be 0 or more, got {getattr(cfg, name)}")
-    if cfg.output_stride not in (8, 16, 32):
-        raise ConfigError(f"output_stride must be 8, 16 or 32, got {cfg.output_stride}")
-    if cfg.norm not in ("frozen_bn", "group"):
-        raise ConfigError(f"norm {cfg.norm!r} unknown; choose frozen_bn or group")
+    if not cfg.momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {cfg.momentum}")
+    if not cfg.step_gamma <= 1:  # the step schedule decays: lr x step_gamma every step_size iterations
+        raise ConfigError(f"step_gamma must be in [0, 1], got {cfg.step_gamma}")
+    if not cfg.seed < 2 ** 32:  # NumPy's seeds
+        raise ConfigError(f"seed must be in [0, 2**32), got {cfg.seed}")
+    if not cfg.num_classes <= 255:  # labels are uint8 and 255 is the ignore index
+        raise ConfigError(f"num_classes must be in [1, 255], got {cfg.num_classes}")
+    for name in ("adam_betas", "d_betas"):
+        betas = getattr(cfg, name)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"{name} must be two values in [0, 1) (Adam's beta1, beta2), got {betas}")
+    strides = _OUTPUT_STRIDES.get(cfg.backbone, (8, 16))
+    if cfg.arch == "deeplabv2" and cfg.output_stride not in strides:
+        raise ConfigError(f"output_stride must be {' or '.join(map(str, strides))} for backbone {cfg.backbone}, "
+                          f"got {cfg.output_stride}")
     for name in ("source_size", "target_size", "eval_size"):
         size = getattr(cfg, name)
         if len(size) != 2 or min(size) <= 0:

@@ -18,6 +18,8 @@ Nothing is skipped silently: a dataset never comes back partial or empty.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -26,10 +28,11 @@ import torch
 from PIL import Image, ImageFile
 
 from cosuda import labels
+from cosuda.config import ConfigError
 
 __all__ = [
-    "DatasetError", "MissingFileError", "GTA5", "SYNTHIA", "Cityscapes",
-    "class_frequencies", "domain_statistics",
+    "DatasetError", "MissingFileError", "IncompleteBenchmarkError", "GTA5", "SYNTHIA", "Cityscapes",
+    "class_frequencies", "domain_statistics", "check_dataset", "main",
 ]
 
 # Pseudo-labels are stored as trainIds already: the identity map (anything else -> 255).
@@ -42,6 +45,33 @@ class DatasetError(ValueError):
 
 class MissingFileError(DatasetError, FileNotFoundError):
     """A root, folder, image, label or list file does not exist (catchable as FileNotFoundError)."""
+
+
+class IncompleteBenchmarkError(DatasetError, ConfigError):
+    """A synthetic benchmark whose generation was interrupted (catchable as ConfigError, so that
+    training and evaluation report it in one line before the first step)."""
+
+
+def refuse_incomplete_benchmark(dataset_root) -> None:
+    """Raise IncompleteBenchmarkError if ``dataset_root`` (e.g. OUT/cityscapes) lies in a synthetic
+    benchmark OUT whose marker says it is incomplete, whatever OUT is.
+
+    An interrupted generation leaves every split partly written (e.g. 15 of 60 val images), which
+    the readers would otherwise take as a smaller, valid dataset.
+    """
+    from cosuda import synthetic
+
+    out = Path(dataset_root).parent
+    if synthetic.interrupted(out):
+        raise IncompleteBenchmarkError(_incomplete(out))
+
+
+def _incomplete(out: Path) -> str:
+    from cosuda import synthetic
+
+    return (f"the synthetic benchmark under {out} is incomplete: its {synthetic.MARKER} says its generation "
+            f"did not finish, so it holds only part of its images; write it again with "
+            f"`{synthetic.regenerate_command(out)}`")
 
 
 # ------------------------------------------------------------------------------------------
@@ -186,6 +216,7 @@ class _PairedDataset(torch.utils.data.Dataset):
         fix = (f"Expected the {what} layout root/{image_folder}/*.png + root/{label_folder.as_posix()}/*.png "
                "(see data/README.md).")
         _require_dir(self.root, f"{what} root", fix)
+        refuse_incomplete_benchmark(self.root)
         self.image_dir = Path(image_dir) if image_dir is not None else self.root / image_folder
         _require_dir(self.image_dir, f"{what} image folder", fix)
         _require_dir(self.root / label_folder, f"{what} label folder", fix)
@@ -326,6 +357,7 @@ class Cityscapes(_PairedDataset):
         fix = ("Expected the Cityscapes layout root/leftImg8bit/<split>/<city>/*_leftImg8bit.png + "
                "root/gtFine/<split>/<city>/*_gtFine_labelIds.png (see data/README.md).")
         _require_dir(self.root, "Cityscapes root", fix)
+        refuse_incomplete_benchmark(self.root)
         self.image_dir = self.root / "leftImg8bit" / split
         _require_dir(self.image_dir, f"Cityscapes {split!r} image folder", fix)
         if list_file is not None:
@@ -419,3 +451,227 @@ def domain_statistics(dataset, max_items=None, bins: int = 32) -> dict:
     mean_rgb[pixels == 0] = np.nan
     hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1)
     return {"class_pixels": pixels, "class_mean_rgb": mean_rgb, "channel_hist": hist}
+
+
+# ------------------------------------------------------------------------------------------
+# Checking a dataset before a long run: python -m cosuda.data check ROOT [--task TASK]
+# ------------------------------------------------------------------------------------------
+
+TASKS = ("gta5", "synthia", "cityscapes")
+# Under a dataset's root: its image folder and its label folder (the readers' layouts above).
+_LAYOUT = {"gta5": ("images", "labels"), "synthia": ("RGB", "GT/LABELS"), "cityscapes": ("leftImg8bit", "gtFine")}
+_LABEL_IDS = {"gta5": labels.CITYSCAPES_LABEL_IDS, "synthia": labels.SYNTHIA_LABEL_IDS,
+              "cityscapes": labels.CITYSCAPES_LABEL_IDS}
+
+
+def detect_task(root) -> str | None:
+    """The dataset whose layout ``root`` has ("gta5", "synthia" or "cityscapes"), else None."""
+    root = Path(root)
+    for task, (image_folder, label_folder) in _LAYOUT.items():
+        if (root / image_folder).is_dir() or (root / label_folder).is_dir():
+            return task
+    return None
+
+
+def _match(image_dir: Path, label_dir: Path, images: list[str], label_names: list[str],
+           label_of, image_of) -> list[tuple]:
+    """(name, image path, label path, missing) for every image and every label, sorted by name;
+    missing: None (a pair), "label" (an image without its label) or "image" (a label without its
+    image). ``label_of``: image name -> label name; ``image_of``: the inverse."""
+    have_label = set(label_names)
+    pairs = [(name, image_dir / name, label_dir / label_of(name), None if label_of(name) in have_label else "label")
+             for name in images]
+    paired = {label_of(name) for name in images}
+    pairs += [(image_of(label), image_dir / image_of(label), label_dir / label, "image")
+              for label in label_names if label not in paired]
+    return sorted(pairs, key=lambda pair: pair[0])
+
+
+def _parts(task: str, root: Path) -> dict[str, list]:
+    """The image/label pairs of a dataset root, per part: {"gta5": [...]} or {"cityscapes/val": [...], ...}."""
+    image_dir, label_dir = root / _LAYOUT[task][0], root / _LAYOUT[task][1]
+
+    def scan(folder: Path, pattern: str) -> list[str]:
+        return _scan(folder, pattern) if folder.is_dir() else []
+
+    if task != "cityscapes":
+        same = lambda name: name  # noqa: E731
+        return {task: _match(image_dir, label_dir, scan(image_dir, "*.png"), scan(label_dir, "*.png"), same, same)}
+    splits = sorted({p.name for d in (image_dir, label_dir) if d.is_dir() for p in d.iterdir() if p.is_dir()})
+    return {f"cityscapes/{split}": _match(
+        image_dir / split, label_dir / split,
+        scan(image_dir / split, "*/*_leftImg8bit.png"), scan(label_dir / split, "*/*_gtFine_labelIds.png"),
+        lambda name: name.replace("_leftImg8bit.png", "_gtFine_labelIds.png"),
+        lambda name: name.replace("_gtFine_labelIds.png", "_leftImg8bit.png")) for split in splits}
+
+
+def _check_pair(task: str, pair) -> dict:
+    """Decode one image and its label completely. Returns {"image_size": (W, H) | None,
+    "label_size": (W, H) | None, "values": sorted raw label values, "problems": [one line each]}."""
+    _, image, label, missing = pair
+    result = {"image_size": None, "label_size": None, "values": [], "problems": []}
+    if missing == "label":
+        result["problems"].append(f"{image}: no label; expected {label}")
+    elif missing == "image":
+        result["problems"].append(f"{label}: a label without its image; expected {image}")
+    if missing != "image":
+        try:
+            result["image_size"] = _open_png(image).size
+        except DatasetError as err:
+            result["problems"].append(str(err))
+    if missing != "label":
+        try:
+            raw = read_synthia_label(label) if task == "synthia" else read_id_png(label)
+        except DatasetError as err:
+            result["problems"].append(str(err))
+        else:
+            result["label_size"] = (raw.shape[1], raw.shape[0])
+            values = np.unique(raw)
+            result["values"] = values.tolist()
+            known = _LABEL_IDS[task]
+            outside = values[(values < known.start) | (values >= known.stop)]
+            if outside.size:
+                shown = ", ".join(map(str, outside[:8].tolist())) + (" ..." if outside.size > 8 else "")
+                result["problems"].append(
+                    f"{label}: label values {shown} outside the {task} label ids {known.start}..{known.stop - 1} "
+                    f"({int(np.isin(raw, outside).sum())} pixels); is it a labelIds file of this dataset "
+                    "(not colours, not trainIds)? (id mappings: cosuda/labels.py)")
+    sizes = result["image_size"], result["label_size"]
+    if None not in sizes and sizes[0] != sizes[1] and task != "gta5":  # GTA5: the reader resizes
+        result["problems"].append(f"{label}: {sizes[1][0]}x{sizes[1][1]} but its image {image} is "
+                                  f"{sizes[0][0]}x{sizes[0][1]} (WxH); they must match")
+    return result
+
+
+def check_dataset(root, task: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
+    """Decode every image and label under ``root`` and report what a training run would trip on.
+
+    root: a dataset root in its download layout (GTA5, SYNTHIA or Cityscapes, see the readers
+    above), or a data root holding gta5/, synthia/ and/or cityscapes/ (e.g. a synthetic
+    benchmark). task: "gta5", "synthia" or "cityscapes"; None: detected from the layout.
+    workers: decoding threads (default: up to 4); progress: a bar on stderr.
+
+    Returns a JSON-serialisable dict:
+      "root" (str), "tasks" (the datasets checked), "ok" (bool: no problem),
+      "problems": one line per problem, each naming its file (missing image or label,
+          unreadable or truncated file, label values outside the dataset's label ids,
+          image/label size mismatch, a synthetic benchmark whose generation was interrupted),
+      "parts": {part: {"root", "pairs", "images", "labels", "image_sizes" {"WxH": count},
+          "label_values" (sorted raw ids seen), "size_mismatches"}} with part "gta5", "synthia",
+          "cityscapes/<split>".
+    Raises DatasetError (MissingFileError) when root is missing or holds none of the layouts.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cosuda import synthetic
+    from cosuda.progress import tqdm
+
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingFileError(f"dataset root not found: {root}")
+    if task is not None and task not in TASKS:
+        raise DatasetError(f"task {task!r} unknown; choose one of {', '.join(TASKS)}")
+    if task is not None and detect_task(root) is None and (root / task).is_dir():
+        root = root / task  # a data root and the dataset to check in it
+    found = detect_task(root)
+    if found is not None:
+        datasets = {task or found: root}
+        marker_root = root.parent
+    else:
+        datasets = {t: root / t for t in TASKS if (task in (None, t)) and detect_task(root / t) == t}
+        marker_root = root
+    if not datasets:
+        raise MissingFileError(
+            f"{root} holds no {' / '.join(task and [task] or TASKS)} layout: expected "
+            + "; ".join(f"{t}: ROOT/{a}/ + ROOT/{b}/" for t, (a, b) in _LAYOUT.items() if task in (None, t))
+            + " (or a data root holding gta5/, synthia/, cityscapes/; see data/README.md)")
+    problems = []
+    if synthetic.interrupted(marker_root):
+        problems.append(f"{marker_root / synthetic.MARKER}: {_incomplete(marker_root)}")
+    found_pairs = {t: _parts(t, path) for t, path in datasets.items()}
+    jobs = [(t, part, pair) for t, by_part in found_pairs.items() for part, pairs in by_part.items() for pair in pairs]
+    parts = {part: {"root": str(datasets[t]), "pairs": 0, "images": 0, "labels": 0, "image_sizes": {},
+                    "label_values": set(), "size_mismatches": 0}
+             for t, by_part in found_pairs.items() for part in by_part}
+    for t, path in datasets.items():
+        if not found_pairs[t]:
+            problems.append(f"{path}: no {t} image or label found; expected {_LAYOUT[t][0]}/ and {_LAYOUT[t][1]}/")
+    workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc=f"check {root}", unit="pair",
+                                                   file=sys.stderr, disable=not progress) as bar:
+        for (t, part, pair), result in zip(jobs, pool.map(lambda job: _check_pair(job[0], job[2]), jobs)):
+            report = parts[part]
+            report["pairs"] += pair[3] is None
+            report["images"] += pair[3] != "image"
+            report["labels"] += pair[3] != "label"
+            if result["image_size"]:
+                size = "x".join(map(str, result["image_size"]))
+                report["image_sizes"][size] = report["image_sizes"].get(size, 0) + 1
+            if None not in (result["image_size"], result["label_size"]):
+                report["size_mismatches"] += result["image_size"] != result["label_size"]
+            report["label_values"].update(result["values"])
+            problems += result["problems"]
+            bar.update(1)
+    for part, report in parts.items():
+        report["label_values"] = sorted(report["label_values"])
+        if report["images"] == 0:
+            problems.append(f"{report['root']}: no image in {part}")
+    return {"root": str(root), "tasks": list(datasets), "ok": not problems, "problems": problems, "parts": parts}
+
+
+def _print_report(report: dict) -> None:
+    for part, r in report["parts"].items():
+        sizes = ", ".join(f"{size} ({n})" for size, n in sorted(r["image_sizes"].items(), key=lambda kv: -kv[1]))
+        line = (f"{part}: {r['pairs']} image/label pairs ({r['images']} images, {r['labels']} labels); "
+                f"image sizes {sizes or '-'}; label values {', '.join(map(str, r['label_values'])) or '-'}")
+        if r["size_mismatches"] and part == "gta5":
+            line += f"; {r['size_mismatches']} labels differ in size from their image (the GTA5 reader resizes the image)"
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cosuda.data check ROOT [--task TASK]``: 0 when every file decodes and pairs,
+    1 when a problem was found (one line each on stderr), 2 for a bad command line or root."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m cosuda.data",
+                                     description="Readers for GTA5, SYNTHIA and Cityscapes; checks a dataset on disk.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check", help="decode every image and label of a dataset and report problems",
+        description="Decode every image and label under ROOT (in parallel) and report counts, image sizes, "
+                    "label values, missing image/label pairs, unreadable files and label values outside the "
+                    "dataset's label ids. Exit status 1 on any problem, each named on one line.")
+    check.add_argument("root", metavar="ROOT", help="a GTA5, SYNTHIA or Cityscapes root, or a data root holding them")
+    check.add_argument("--task", choices=TASKS, default=None, help="the dataset's layout (default: detected)")
+    check.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 4)")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    check.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        report = check_dataset(args.root, args.task, args.workers, progress=not args.no_progress)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    for problem in report["problems"]:
+        print(f"error: {problem}", file=sys.stderr)
+    files = sum(r["images"] + r["labels"] for r in report["parts"].values())
+    if report["problems"]:
+        print(f"{len(report['problems'])} problem(s) in {report['root']} (listed on stderr, one per file); "
+              "fix or regenerate those files before training", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"ok: {files} files decoded under {report['root']} ({', '.join(report['tasks'])}), no problem found")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -228,7 +228,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path = "last", sp
     ([W, H]), "device", "precision". Raises ConfigError (missing run, checkpoint or data) or
     cosuda.data.DatasetError (unreadable data file), both naming the path.
     """
-    from .data import Cityscapes, DatasetError
+    from .data import Cityscapes, DatasetError, IncompleteBenchmarkError
     from .train import evaluate_run
 
     run = load_run(run_dir, checkpoint, device, precision)
@@ -236,6 +236,8 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path = "last", sp
     root = target_root(cfg, data_root, target)
     try:
         dataset = Cityscapes(root, split, size=tuple(cfg.eval_size), label_size="original")
+    except IncompleteBenchmarkError:
+        raise  # its message already gives the fix
     except (DatasetError, FileNotFoundError) as e:
         raise ConfigError(f"{e} (pass --data-root or --target-root if the data moved)") from None
     limit = cfg.eval_max_items if max_items is None else int(max_items)

@@ -38,6 +38,13 @@ SYNTHIA_TO_TRAIN = {
     17: 12, 8: 13, 19: 15, 12: 17, 11: 18,
 }
 
+# Every raw id a label file may hold: the mapped ones above and those read as ignore (unlabeled,
+# ego vehicle, static, lane marking...). Cityscapes and GTA5: cityscapesScripts' labelIds 0..33;
+# SYNTHIA: the 23 classes of its README, void 0 .. lanemarking 22. Any other value means a file
+# in another format (colours, trainIds of another dataset); `python -m cosuda.data check` reports it.
+CITYSCAPES_LABEL_IDS = range(34)
+SYNTHIA_LABEL_IDS = range(23)
+
 # Classes averaged for the SYNTHIA->Cityscapes protocol (paper Table 3).
 SYNTHIA16 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
 SYNTHIA13 = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)

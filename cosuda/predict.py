@@ -1,6 +1,6 @@
 """Segment images with a trained run's model and write the predictions as PNG files.
 
-    python -m cosuda.predict RUN_DIR IMAGE_OR_FOLDER [...] --out DIR [--checkpoint last|best|PATH]
+    python -m cosuda.predict RUN_DIR IMAGE_OR_FOLDER [...] --out DIR [--checkpoint last|best|PATH] [--skip-bad]
 
 For each input image X.png (or .jpg / .jpeg) it writes, at X's own resolution:
 
@@ -18,6 +18,10 @@ The prediction follows the run's evaluation protocol: the image is resized to th
 `eval_size` (bicubic, by the dataset readers' own code), the logits are upsampled bilinearly to
 the image's resolution, argmax; under inference mode, in the run's precision.
 
+An unreadable (corrupt, truncated) image stops the command with one line naming it and how many
+files were written before it; with `--skip-bad` such images are skipped, counted and named at the
+end, and the exit status is 0.
+
 cityscapesScripts matches predictions by `<city>_<seq>_<frame>*.png` anywhere under its
 results folder and stops at a second match: for it, write the labelIds alone into a folder of
 their own (`--formats labelIds`).
@@ -33,11 +37,11 @@ import torch
 from PIL import Image
 
 from .config import ConfigError
-from .data import _PairedDataset, read_image
+from .data import DatasetError, _PairedDataset, read_image
 from .labels import NUM_CLASSES, TRAIN_TO_CITYSCAPES, colorize
 from .evaluate import LoadedRun, _first_line, add_device_options, load_run
 
-__all__ = ["IMAGE_SUFFIXES", "FORMATS", "collect_inputs", "to_label_ids", "predict_images", "main"]
+__all__ = ["IMAGE_SUFFIXES", "FORMATS", "Predictions", "collect_inputs", "to_label_ids", "predict_images", "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = ("trainIds", "labelIds", "color")
@@ -116,11 +120,28 @@ class _ImageFiles(_PairedDataset):
         return image, self._NO_LABEL
 
     def __getitem__(self, index: int) -> dict:
-        item = super().__getitem__(index)
+        # An unreadable file comes back as an item with "error" set rather than as an exception:
+        # raised in a DataLoader worker, the exception's first line would no longer name the file,
+        # and the loop decides whether to stop or skip it.
+        try:
+            item = super().__getitem__(index)
+        except DatasetError as err:
+            return {"image": torch.zeros(3, 1, 1), "name": self.names[index], "size_hw": torch.tensor((0, 0)),
+                    "index": index, "error": str(err)}
         del item["label"]
         item["size_hw"] = torch.tensor(self._size_hw)
         item["index"] = index
+        item["error"] = ""
         return item
+
+
+class Predictions(list):
+    """The files `predict_images` wrote (a list of Paths), with ``skipped``: [(image, reason)]
+    of the unreadable images it skipped (``skip_bad=True``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.skipped: list[tuple[Path, str]] = []
 
 
 def _save(array: np.ndarray, path: Path) -> Path:
@@ -134,7 +155,7 @@ def _save(array: np.ndarray, path: Path) -> Path:
 def predict_images(run_dir: str | Path, inputs, out: str | Path, checkpoint: str | Path = "last",
                    device: str | torch.device = "auto", precision: str = "run",
                    formats=FORMATS, num_workers: int | None = None, progress: bool = True,
-                   run: LoadedRun | None = None) -> list[Path]:
+                   run: LoadedRun | None = None, skip_bad: bool = False) -> Predictions:
     """Predict every input image with a run's model and write PNGs under `out`.
 
     inputs: image files and/or folders (see `collect_inputs`). out: created if missing.
@@ -143,9 +164,12 @@ def predict_images(run_dir: str | Path, inputs, out: str | Path, checkpoint: str
     Cityscapes labelIds), "color" (uint8 (H, W, 3) RGB palette), each written as
     `out/<stem>_<format>.png` at the input's resolution (H, W). num_workers: reader processes
     (None: the run's num_workers). progress: a tqdm bar on stderr over the images.
-    Returns the written files, image by image in input order, formats in the order given.
-    Raises ConfigError (bad input path, run or checkpoint) or cosuda.data.DatasetError (an
-    unreadable image), both naming the path.
+    skip_bad: an unreadable (corrupt, truncated) image is skipped and listed in the result's
+    ``skipped``; otherwise prediction stops at it.
+    Returns the written files (a `Predictions` list), image by image in input order, formats in
+    the order given. Raises ConfigError (bad input path, run or checkpoint) or
+    cosuda.data.DatasetError (an unreadable image, without skip_bad: names the image and how
+    many files were written before it), both naming the path.
     """
     from .progress import tqdm
 
@@ -164,10 +188,19 @@ def predict_images(run_dir: str | Path, inputs, out: str | Path, checkpoint: str
     workers = run.cfg.num_workers if num_workers is None else int(num_workers)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,
                                          pin_memory=run.device.type == "cuda")
-    model, written = run.model, []
+    model, written, done = run.model, Predictions(), 0
     with run.matmul_precision(), tqdm(total=len(dataset), desc="predict", unit="img", file=sys.stderr,
                                       disable=not progress, dynamic_ncols=True) as bar:
         for batch in loader:
+            error = batch["error"][0]
+            if error and skip_bad:
+                written.skipped.append((items[int(batch["index"][0])][0], error))
+                bar.update(1)
+                continue
+            if error:
+                raise DatasetError(
+                    f"{error}; stopped there: {len(written)} files written for {done} of {len(dataset)} images "
+                    f"under {out} (pass --skip-bad to predict the other images and list the unreadable ones)")
             x = batch["image"].to(run.device, non_blocking=True)
             size_hw = tuple(int(s) for s in batch["size_hw"][0])
             with torch.inference_mode(), run.autocast():  # as cosuda.train.evaluate_run / metrics.evaluate
@@ -179,6 +212,7 @@ def predict_images(run_dir: str | Path, inputs, out: str | Path, checkpoint: str
                 array = (train_ids if fmt == "trainIds" else to_label_ids(train_ids) if fmt == "labelIds"
                          else colorize(train_ids))
                 written.append(_save(array, stem.with_name(f"{stem.name}_{fmt}.png")))
+            done += 1
             bar.update(1)
     return written
 
@@ -203,18 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="last (newest checkpoints/iter_*.pt), best (checkpoints/best.pt) or a .pt file")
     parser.add_argument("--formats", type=_formats, default=",".join(FORMATS),
                         help="comma-separated files to write per image (labelIds alone for cityscapesScripts)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable (corrupt, truncated) images and list them at the end, exit status 0; "
+                             "without it prediction stops at the first one")
     add_device_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DatasetError
-
     args = build_parser().parse_args(argv)
     formats = _formats(args.formats) if isinstance(args.formats, str) else args.formats
     try:
         written = predict_images(args.run_dir, args.inputs, args.out, args.checkpoint, args.device,
-                                 args.precision, formats, args.num_workers, progress=not args.no_progress)
+                                 args.precision, formats, args.num_workers, progress=not args.no_progress,
+                                 skip_bad=args.skip_bad)
     except (ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"error: {_first_line(e)}", file=sys.stderr)
         return 2
@@ -224,8 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(f"wrote {len(written)} files ({len(written) // max(len(formats), 1)} images x {', '.join(formats)}) "
-          f"under {args.out}")
+    summary = (f"wrote {len(written)} files ({len(written) // max(len(formats), 1)} images x {', '.join(formats)}) "
+               f"under {args.out}")
+    if written.skipped:
+        for image, reason in written.skipped:
+            print(f"skipped: {reason}", file=sys.stderr)
+        summary += (f"; skipped {len(written.skipped)} unreadable image(s): "
+                    f"{', '.join(str(image) for image, _ in written.skipped)}")
+    print(summary)
     return 0
 
 

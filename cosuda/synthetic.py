@@ -53,7 +53,8 @@ from PIL import Image, ImageDraw
 
 from cosuda import labels
 
-__all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "is_complete", "Domain", "make_domain",
+__all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "is_complete", "interrupted",
+           "regenerate_command", "Domain", "make_domain",
            "render_scene", "main"]
 
 from cosuda.paths import SYNTHETIC_ROOT as DEFAULT_ROOT  # noqa: E402  (<HOME>/data/synthetic)
@@ -897,6 +898,40 @@ def is_complete(out, seed: int | None = None, config: SyntheticConfig | None = N
         return marker.read_text() == _marker(int(seed), config or SyntheticConfig(), complete=True)
     saved = json.loads(marker.read_text())
     return bool(saved.get("complete")) and saved.get("version") == GENERATOR_VERSION
+
+
+def interrupted(out) -> bool:
+    """Whether ``out`` holds a benchmark this module started and did not finish: its marker says
+    ``"complete": false`` (generation was stopped) or cannot be read. False without a marker
+    (real data, or a folder this module never wrote), and for a finished benchmark of any version."""
+    marker = Path(out) / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("complete") is not True
+    except (OSError, ValueError, AttributeError):  # a marker cut short while being written
+        return True
+
+
+def regenerate_command(out) -> str:
+    """The command that writes the benchmark under ``out`` again with the seed, counts and sizes its
+    marker records (the defaults where the marker cannot be read)."""
+    seed, cfg = 0, SyntheticConfig()
+    try:
+        saved = json.loads((Path(out) / MARKER).read_text())
+        seed, cfg = int(saved["seed"]), SyntheticConfig(**saved["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    default = SyntheticConfig()
+    options = {"--gta5": "gta5_count", "--synthia": "synthia_count", "--cityscapes-train": "cityscapes_train_count",
+               "--cityscapes-val": "cityscapes_val_count", "--gta5-size": "gta5_size",
+               "--synthia-size": "synthia_size", "--cityscapes-size": "cityscapes_size", "--gap": "gap"}
+    args = [f"python -m cosuda.synthetic --out {out}"] + ([f"--seed {seed}"] if seed else [])
+    for option, field in options.items():
+        value = getattr(cfg, field)
+        if value != getattr(default, field):
+            args.append(f"{option} {'x'.join(map(str, value)) if isinstance(value, tuple) else value}")
+    return " ".join(args)
 
 
 def ensure(out=DEFAULT_ROOT, seed: int = 0, config: SyntheticConfig | None = None,

@@ -315,3 +315,56 @@ def test_help_lists_defaults(module, capsys):
     text = capsys.readouterr().out
     assert "--checkpoint" in text and "(default: last)" in text and "--device" in text
     assert ("(default: val)" in text) if module == "cosuda.evaluate" else ("--out" in text)
+
+
+# --- unreadable images and an interrupted benchmark (issue 21, items 4 and 5) ----------------
+def _folder_with_a_bad_image(root: Path, folder: Path) -> tuple[list[Path], Path]:
+    """a.png, b.png (truncated), c.png: copies of val images; returns (good images, bad image)."""
+    folder.mkdir()
+    sources = _val_images(root)
+    good = [folder / "a.png", folder / "c.png"]
+    shutil.copy(sources[0], good[0])
+    shutil.copy(sources[1], good[1])
+    bad = folder / "b.png"
+    bad.write_bytes(sources[2].read_bytes()[:300])
+    return good, bad
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])  # 1: the image is decoded in a DataLoader worker
+def test_predict_stops_at_a_bad_image_with_one_line_and_a_count(tiny, tmp_path, capsys, workers):
+    root, run = tiny
+    good, bad = _folder_with_a_bad_image(root, tmp_path / "imgs")
+    out = tmp_path / "out"
+    assert predict_main([str(run), str(tmp_path / "imgs"), "--out", str(out), "--no-progress",
+                         "--num-workers", workers]) == 2
+    line = _one_line_error(capsys.readouterr().err, bad, "truncated", "--skip-bad")
+    assert f"3 files written for 1 of 3 images under {out}" in line, line
+    assert sorted(p.name for p in out.iterdir()) == [f"a_{f}.png" for f in ("color", "labelIds", "trainIds")]
+
+
+def test_predict_skip_bad_counts_and_names_the_skipped_images(tiny, tmp_path, capsys):
+    root, run = tiny
+    good, bad = _folder_with_a_bad_image(root, tmp_path / "imgs")
+    out = tmp_path / "out"
+    assert predict_main([str(run), str(tmp_path / "imgs"), "--out", str(out), "--no-progress",
+                         "--num-workers", "0", "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == (f"wrote 6 files (2 images x trainIds, labelIds, color) under {out}; "
+                                    f"skipped 1 unreadable image(s): {bad}")
+    skipped = [line for line in captured.err.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 1 and str(bad) in skipped[0] and "truncated" in skipped[0]
+    for image in good:
+        _check_prediction(out / image.stem, image)
+    written = predict_images(run, [tmp_path / "imgs"], tmp_path / "out2", device="cpu", progress=False,
+                             num_workers=0, skip_bad=True)
+    assert len(written) == 6 and [image for image, _ in written.skipped] == [bad]
+
+
+def test_evaluation_refuses_an_interrupted_benchmark_at_any_root(tiny, tmp_path, capsys):
+    root, run = tiny
+    copy = Path(shutil.copytree(root, tmp_path / "data"))
+    marker = copy / "cosuda_synthetic.json"
+    marker.write_text(marker.read_text().replace('"complete": true', '"complete": false'))
+    assert evaluate_main([str(run), "--data-root", str(copy), "--no-progress"]) == 2
+    line = _one_line_error(capsys.readouterr().err, copy, "incomplete", f"python -m cosuda.synthetic --out {copy}")
+    assert "--data-root" not in line  # the fix is to regenerate, not to move the data
