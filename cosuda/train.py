@@ -2,6 +2,7 @@
 
     python -m cosuda.train --list-presets
     python -m cosuda.train --preset synthetic-ours --out runs/ours [--set KEY=VALUE ...] [--resume [auto]]
+    python -m cosuda.train --preset synthetic-ours --out runs/ours --resume --override iterations=2400
     python -m cosuda.train --pseudo-labels-from runs/source-only [--out DIR]
 
 What a step does lives in `cosuda.uda`; this file sets up data, model, optimisers and the
@@ -9,9 +10,13 @@ schedule, and makes runs trustworthy: everything is checked before the first ste
 is shown, target val is evaluated every `eval_every` iterations into `metrics.json`, and the
 whole training state (`TrainingState`: model, optimisers, schedulers, discriminator,
 dictionaries, iteration, RNG states, history) is written atomically every `checkpoint_every`
-iterations and when the run is interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same
-run (`--resume auto`: if there is a checkpoint, which is what batch and requeued cluster jobs
-pass). Read `train` -> `_train` (set-up and resume) -> `_loop` (one iteration a pass).
+iterations, before every evaluation and when the run is interrupted (Ctrl-C, SIGTERM), so
+`--resume` continues the same run (`--resume auto`: if there is a checkpoint, which is what batch
+and requeued cluster jobs pass) with the configuration it was started with: a `--set` that
+differs is refused, `--resume --override KEY=VALUE` changes it on purpose and is recorded. One
+process writes a run folder (`cosuda.runfolder`: a lock, whole files, a full disk or an
+unreadable image as one line). Read `train` -> `_train` (set-up and resume) -> `_loop` (one
+iteration a pass).
 
 Every run writes `config.json`: the resolved configuration, what its weights and pseudo-labels
 came from (`inputs`) and the provenance of the run (`cosuda.provenance`: commit, versions, CPU,
