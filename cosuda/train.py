@@ -2,6 +2,7 @@
 
     python -m cosuda.train --list-presets
     python -m cosuda.train --preset synthetic-ours --out runs/ours [--set KEY=VALUE ...] [--resume [auto]]
+    python -m cosuda.train --preset synthetic-ours --out runs/ours --resume --override iterations=2400
     python -m cosuda.train --pseudo-labels-from runs/source-only [--out DIR]
 
 What a step does lives in `cosuda.uda`; this file sets up data, model, optimisers and the
@@ -9,9 +10,13 @@ schedule, and makes runs trustworthy: everything is checked before the first ste
 is shown, target val is evaluated every `eval_every` iterations into `metrics.json`, and the
 whole training state (`TrainingState`: model, optimisers, schedulers, discriminator,
 dictionaries, iteration, RNG states, history) is written atomically every `checkpoint_every`
-iterations and when the run is interrupted (Ctrl-C, SIGTERM), so `--resume` continues the same
-run (`--resume auto`: if there is a checkpoint, which is what batch and requeued cluster jobs
-pass). Read `train` -> `_train` (set-up and resume) -> `_loop` (one iteration a pass).
+iterations, before every evaluation and when the run is interrupted (Ctrl-C, SIGTERM), so
+`--resume` continues the same run (`--resume auto`: if there is a checkpoint, which is what batch
+and requeued cluster jobs pass) with the configuration it was started with: a `--set` that
+differs is refused, `--resume --override KEY=VALUE` changes it on purpose and is recorded. One
+process writes a run folder (`cosuda.runfolder`: a lock, whole files, a full disk or an
+unreadable image as one line). Read `train` -> `_train` (set-up and resume) -> `_loop` (one
+iteration a pass).
 
 Every run writes `config.json`: the resolved configuration, what its weights and pseudo-labels
 came from (`inputs`) and the provenance of the run (`cosuda.provenance`: commit, versions, CPU,
@@ -40,16 +45,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import distributed as dist
+from . import runfolder
 from .config import (PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, config_from_dict, make_config,
                      parse_sets, resolve_path, validate)
 from .labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
+from .runfolder import RunError
 
 if TYPE_CHECKING:
     from .uda import UDAStep
 
 CHECKPOINT_VERSION = 1
-# Fields that must agree between a checkpoint and the run resuming from it.
+# Fields that shape the checkpoint's tensors: a resumed run cannot change them, even by --override.
 _RESUME_KEYS = ("variant", "arch", "backbone", "norm", "num_classes", "source", "dict_size")
+# Fields a resumed run may give other values without changing what is trained (display only).
+_FREE_KEYS = ("progress",)
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -271,15 +280,27 @@ def _kill_point(point: str) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file and rename: a kill leaves the old file or the new one, never half.
-    (The temporary `NAME.tmp` never matches `iter_*.pt`, so a resume never picks it.)"""
-    tmp = path.with_name(path.name + ".tmp")
+    """`runfolder.write_atomically`: a kill leaves the old file or the new one, never half; a full
+    disk or another write error is one RunError naming the file and the run's last good checkpoint."""
+    path = Path(path)
     if isinstance(obj, (dict, list)) and path.suffix == ".json":
-        tmp.write_text(json.dumps(obj, indent=2))
+        text = json.dumps(obj, indent=2)
+        needed, save = len(text.encode()), lambda tmp: tmp.write_text(text)
     else:
-        torch.save(obj, tmp)
-    _kill_point(f"save:{path.name}")
-    os.replace(tmp, path)
+        needed, save = runfolder.payload_bytes(obj), lambda tmp: torch.save(obj, tmp)
+
+    def write(tmp: Path) -> None:
+        save(tmp)
+        _kill_point(f"save:{path.name}")
+
+    runfolder.write_atomically(path, write, needed, _last_good(path))
+
+
+def _last_good(path: Path) -> Callable[[], Path | None] | None:
+    """For a file of a run folder (RUN_DIR/NAME or RUN_DIR/checkpoints/NAME): what finds the run's
+    newest checkpoint, which an error message names; None for files elsewhere (pseudo-labels)."""
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return (lambda: latest_checkpoint(run_dir)) if (run_dir / "checkpoints").is_dir() else None
 
 
 def checkpoint_path(run_dir: Path, iteration: int) -> Path:
@@ -331,18 +352,70 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
-    """The checkpoint `path` to resume `cfg` from, checked: its version and the fields that must agree."""
+def resume_point(cfg: RunConfig, run_dir: str | Path, overrides: dict[str, Any] | None = None,
+                 given: Any = None, preset: str | None = None) -> tuple[RunConfig, Path, dict]:
+    """(configuration, checkpoint path, checkpoint) that `--resume` continues: the run as it was
+    started, never as the preset or `cfg` would make it now.
+
+    The configuration is the newest checkpoint's own. `cfg` is what the caller asks for: its
+    fields named in `given` (the command line's --set and the preset's variant; None: every
+    field, as `train(cfg, resume=True)` from Python) must agree with the run, else one
+    ConfigError names each field with both values; `progress` may differ. `overrides`
+    ({key: value}, `--resume --override KEY=VALUE`) change the run on purpose (a field they name is
+    not compared: the override says what it becomes): each is recorded
+    in the checkpoint and config.json ("changes": iteration, key, from, to); the fields that shape
+    the checkpoint's tensors (`_RESUME_KEYS`) cannot change. `preset`, when the run recorded its
+    own in config.json, must be that one.
+    """
+    run_dir, overrides = Path(run_dir), dict(overrides or {})
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
     state = read_checkpoint(path)
     if state.get("version") != CHECKPOINT_VERSION:
         raise ConfigError(f"{path} is not a cosuda training checkpoint (version {CHECKPOINT_VERSION})")
-    saved = state["config"]
-    diff = [f"{k}: checkpoint {saved.get(k)!r} vs run {getattr(cfg, k)!r}" for k in _RESUME_KEYS
-            if saved.get(k) != getattr(cfg, k) and not (isinstance(getattr(cfg, k), tuple)
-                                                       and tuple(saved.get(k)) == getattr(cfg, k))]
+    recorded = _recorded_preset(run_dir)
+    if preset and recorded and preset != recorded:
+        raise ConfigError(f"--resume: {run_dir} was started with --preset {recorded}, not {preset} "
+                          f"(checkpoint {path}); choose another --out for a run of {preset}")
+    started = config_from_dict(state["config"])
+    fixed = [k for k in overrides if k in _RESUME_KEYS]
+    if fixed:
+        raise ConfigError(f"--override {fixed[0]}: {', '.join(_RESUME_KEYS)} shape the checkpoint's tensors and "
+                          f"cannot change in a resumed run; start a new run (another --out) instead")
+    run = dataclasses.replace(started, **overrides)
+    validate(run)
+    if run.iterations < state["iteration"]:
+        raise ConfigError(f"--override iterations={run.iterations}: {path} is already at iteration "
+                          f"{state['iteration']}")
+    keys = [f.name for f in dataclasses.fields(RunConfig)] if given is None else list(given)
+    diff = [k for k in keys if k not in _FREE_KEYS and k not in overrides  # an override says what k becomes
+            and _plain(getattr(cfg, k)) != _plain(getattr(run, k))]
     if diff:
-        raise ConfigError(f"checkpoint {path} is incompatible with this run ({'; '.join(diff)})")
-    return state
+        values = ", ".join(f"{k} {_plain(getattr(run, k))} (run) vs {_plain(getattr(cfg, k))} (given)" for k in diff)
+        raise ConfigError(f"--resume continues {run_dir} as it was started (checkpoint {path}), but {values}: "
+                          f"leave them out, or change them on purpose with --resume --override KEY=VALUE")
+    changes = [{"iteration": state["iteration"], "key": k, "from": _plain(getattr(started, k)),
+                "to": _plain(getattr(run, k))} for k in overrides if getattr(started, k) != getattr(run, k)]
+    state["changes"] = list(state.get("changes", [])) + changes
+    run = dataclasses.replace(run, **{k: getattr(cfg, k) for k in _FREE_KEYS})
+    if changes and dist.is_main():
+        said = ", ".join(f"{c['key']} {c['from']} -> {c['to']}" for c in changes)
+        print(f"[cosuda] --override at iteration {state['iteration']}: {said} (recorded in config.json)", flush=True)
+    return run, path, state
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON writes it (tuples as lists), for comparing and printing."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _recorded_preset(run_dir: Path) -> str | None:
+    """The preset a run folder's config.json says it was started with (None if it says none)."""
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text()).get("preset")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def resolve_weights(weights: str):
@@ -457,10 +530,11 @@ class TrainingState:
     The network and its optimiser and schedule, the discriminator of supplementary C with its
     own, the fp16 loss scaler, the step (its feature dictionaries), the RNG states, the
     evaluation history, the iteration, the loss sums since the last evaluation and the seconds
-    trained so far. The file's keys are those every CHECKPOINT_VERSION 1 checkpoint holds.
+    trained so far. The file's keys are those every CHECKPOINT_VERSION 1 checkpoint holds, and
+    "changes" in a run that `--resume --override` changed (see `resume_point`).
     """
 
-    cfg: RunConfig                       # with the lr a multi-process run scaled (scale_lr)
+    cfg: RunConfig                       # as given; the optimisers hold the lr scale_lr scaled
     model: torch.nn.Module               # the network itself; `step.model` may wrap it (compile, DDP)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -475,6 +549,7 @@ class TrainingState:
     loss_sums: dict[str, float] = field(default_factory=dict)  # since the last evaluation
     loss_steps: int = 0
     started: float = field(default_factory=time.perf_counter)  # perf_counter() at the run's second 0
+    changes: list[dict] = field(default_factory=list)  # --resume --override: iteration, key, from, to
 
     @property
     def seconds(self) -> float:
@@ -509,6 +584,8 @@ class TrainingState:
         if self.discriminator is not None:
             state.update(discriminator=self.discriminator.state_dict(), d_optimizer=self.d_optimizer.state_dict(),
                          d_scheduler=self.d_scheduler.state_dict())
+        if self.changes:
+            state["changes"] = self.changes
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -527,6 +604,7 @@ class TrainingState:
         self.iteration, self.history = state["iteration"], state["history"]
         self.loss_sums, self.loss_steps = state.get("loss_sums", {}), state.get("loss_steps", 0)
         self.started = time.perf_counter() - state.get("elapsed", 0.0)
+        self.changes = list(state.get("changes", []))
         _set_rng_state(state["rng"], self.device)
 
     def best_state_dict(self, miou19: float) -> dict[str, Any]:
@@ -549,16 +627,17 @@ def build_state(cfg: RunConfig, device: torch.device, precision: str) -> Trainin
     with torch.no_grad():  # feature widths for the dictionaries, from one tiny forward
         feature_dims = [f.shape[1] for f in model(torch.zeros(1, 3, 64, 64, device=device))[0]]
     net = _wrap_network(cfg, model, device)
+    scaled = cfg  # the configuration itself stays as given: a resume compares it with the checkpoint's
     if cfg.scale_lr and dist.world_size() > 1:  # linear scaling rule for N images per step
-        cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world_size(), d_lr=cfg.d_lr * dist.world_size())
-    optimizer = build_optimizer(cfg, model)
+        scaled = dataclasses.replace(cfg, lr=cfg.lr * dist.world_size(), d_lr=cfg.d_lr * dist.world_size())
+    optimizer = build_optimizer(scaled, model)
     scheduler = build_scheduler(cfg, optimizer)
     discriminator = d_optimizer = d_scheduler = None
     if cfg.flags.adversarial:
         from .adversarial import Discriminator
 
         discriminator = Discriminator(cfg.num_classes).to(device)  # gradients averaged by UDAStep
-        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=cfg.d_lr, betas=tuple(cfg.d_betas))
+        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=scaled.d_lr, betas=tuple(cfg.d_betas))
         d_scheduler = build_scheduler(cfg, d_optimizer)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     step = UDAStep(net, optimizer, cfg.flags, num_classes=cfg.num_classes, t_cos=cfg.t_cos,
@@ -642,8 +721,7 @@ def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs:
     lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
     row = {"iteration": iteration, "time": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"], **lrs,
            **{k: round(v, 6) for k, v in logs.items()}, "it_per_s": its}
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    runfolder.append_line(path, json.dumps(row), _last_good(path))
 
 
 def _truncate_scalars(path: Path, iteration: int) -> None:
@@ -659,9 +737,8 @@ def _truncate_scalars(path: Path, iteration: int) -> None:
             continue
         if isinstance(row, dict) and isinstance(row.get("iteration"), int) and row["iteration"] <= iteration:
             rows.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows))
-    os.replace(tmp, path)  # a kill here leaves the old rows or the kept ones
+    text = "".join(r + "\n" for r in rows)  # a kill while it is written leaves the old rows or the kept ones
+    runfolder.write_atomically(path, lambda tmp: tmp.write_text(text), len(text.encode()), _last_good(path))
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -701,15 +778,18 @@ class _StopFlag:
 @dataclass
 class Prepared:
     """What `prepare` checked: the run folder, (source train, target train, target val) and the
-    checkpoint to resume from (None for a new run)."""
+    checkpoint to resume from (None for a new run) with its path."""
 
     run_dir: Path
     datasets: tuple[Dataset, Dataset, Dataset]
     checkpoint: dict | None
+    checkpoint_path: Path | None = None
 
 
-def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> Prepared:
-    """Every check that can fail before training, with no side effect on `run_dir`."""
+def prepare(cfg: RunConfig, run_dir: str | Path, checkpoint: dict | None = None,
+            checkpoint_path: Path | None = None) -> Prepared:
+    """Every check that can fail before training, with no side effect on `run_dir`. `checkpoint`:
+    the one a resumed run continues (`resume_point`); None: a new run, whose folder must hold none."""
     run_dir = Path(run_dir)
     from .data import DatasetError
 
@@ -722,33 +802,40 @@ def prepare(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> Prepar
         datasets = build_datasets(cfg, resolve_paths(cfg))
     except (DatasetError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from None
-    checkpoint = None
-    if resume:
-        path = latest_checkpoint(run_dir)
-        if path is None:
-            raise ConfigError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
-        checkpoint = load_checkpoint(path, cfg)
-    elif latest_checkpoint(run_dir) is not None:
+    if checkpoint is None and latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
                           "or choose another --out")
-    return Prepared(run_dir, datasets, checkpoint)
+    return Prepared(run_dir, datasets, checkpoint, checkpoint_path)
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str | None = None) -> dict:
-    """Train `cfg` into `run_dir`; returns the final metrics (also in run_dir/metrics.json)."""
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, preset: str | None = None,
+          overrides: dict[str, Any] | None = None, given: Any = None) -> dict:
+    """Train `cfg` into `run_dir`; returns the final metrics (also in run_dir/metrics.json).
+
+    `resume`: continue the run in `run_dir` from its newest checkpoint, with the configuration it
+    was started with (`resume_point`: `cfg`'s fields named in `given`, all if None, must agree
+    with it; `overrides` change it on purpose and are recorded). The run folder is locked
+    (`runfolder.locked`, by rank 0 under torchrun) from the first write to the end.
+    """
+    checkpoint = path = None
+    if resume:
+        cfg, path, checkpoint = resume_point(cfg, run_dir, overrides, given, preset)
+    elif overrides:
+        raise ConfigError("--override changes a run being resumed: give it with --resume (a new run takes --set)")
     device = resolve_device(cfg)
     created_group = dist.init_from_env(device)  # under torchrun: this process's GPU, then the group
     try:
-        return _train_in_group(cfg, run_dir, resume, preset, device)
+        return _train_in_group(cfg, run_dir, checkpoint, path, preset, device)
     finally:
         if created_group:  # a run that joined the group leaves it (NCCL's resources, the store)
             dist.destroy()
 
 
-def _train_in_group(cfg: RunConfig, run_dir, resume: bool, preset, device: torch.device) -> dict:
+def _train_in_group(cfg: RunConfig, run_dir, checkpoint: dict | None, checkpoint_path: Path | None, preset,
+                    device: torch.device) -> dict:
     precision = resolve_precision(cfg, device)
     check_capture(cfg, device, precision)
-    setup = prepare(cfg, run_dir, resume)
+    setup = prepare(cfg, run_dir, checkpoint, checkpoint_path)
     if precision == "tf32":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     elif device.type == "cuda":
@@ -759,7 +846,12 @@ def _train_in_group(cfg: RunConfig, run_dir, resume: bool, preset, device: torch
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(cfg, preset, device, setup, precision)
+        # Only rank 0 writes the run folder, so only it locks; after the checks, which write nothing
+        with runfolder.locked(setup.run_dir) if dist.is_main() else nullcontext():
+            if dist.is_main() and latest_checkpoint(setup.run_dir) != checkpoint_path:
+                raise ConfigError(f"{setup.run_dir} changed while this run started (its newest checkpoint is now "
+                                  f"{latest_checkpoint(setup.run_dir)}): start again")
+            return _train(cfg, preset, device, setup, precision)
     finally:  # a notebook kernel keeps its own setting after the run
         torch.use_deterministic_algorithms(was_deterministic)
 
@@ -789,7 +881,8 @@ def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precis
     state = build_state(cfg, device, precision)
     start = setup.checkpoint["iteration"] if setup.checkpoint is not None else 0
     if dist.is_main():
-        _open_run_dir(setup.run_dir, state.cfg, preset, start, device)
+        changes = setup.checkpoint.get("changes", []) if setup.checkpoint is not None else []
+        _open_run_dir(setup.run_dir, state.cfg, preset, start, device, changes)
     source_ds, target_ds, val_ds = setup.datasets
     run = _Run(setup.run_dir, preset or cfg.variant, preset, precision, autocast_factory(precision, device),
                val_ds, alignment_probe(cfg, source_ds, device), start)
@@ -815,31 +908,58 @@ def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precis
     return metrics
 
 
-def _open_run_dir(run_dir: Path, cfg: RunConfig, preset: str | None, start: int, device: torch.device) -> None:
+def _open_run_dir(run_dir: Path, cfg: RunConfig, preset: str | None, start: int, device: torch.device,
+                  changes: list[dict]) -> None:
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _atomic_save(config_record(cfg, preset, device=device), run_dir / "config.json")
+    # A resumed run writes the checkpoint's configuration back: only an --override changes it
+    _atomic_save(config_record(cfg, preset, device=device, changes=changes), run_dir / "config.json")
     _truncate_scalars(run_dir / "scalars.jsonl", start)  # a resumed run rewrites what followed
 
 
 def config_record(cfg: RunConfig, preset: str | None, seconds: float | None = None,
-                  device: torch.device | None = None) -> dict:
+                  device: torch.device | None = None, changes: list[dict] | None = None) -> dict:
     """config.json: the resolved configuration, the preset it came from, its `inputs` and the
-    provenance record (`seconds` once the run has ended: its training time, resumes included)."""
+    provenance record (`seconds` once the run has ended: its training time, resumes included);
+    "changes": what `--resume --override` changed, at which iteration (a run that had none has none)."""
     from .provenance import record
 
-    return {**cfg.to_dict(), "preset": preset, "inputs": run_inputs(cfg),
-            "provenance": record(seconds, None if device is None else str(device))}
+    out = {**cfg.to_dict(), "preset": preset, "inputs": run_inputs(cfg),
+           "provenance": record(seconds, None if device is None else str(device))}
+    if changes:
+        out["changes"] = changes
+    return out
 
 
 def _loop(state: TrainingState, run: _Run, loaders) -> dict:
     """Iterations up to `cfg.iterations`: a step, its logs, evaluation and checkpoint when due.
-    SIGINT/SIGTERM stop it after the current step, with a checkpoint."""
+    SIGINT/SIGTERM stop it after the current step, with a checkpoint.
+
+    Every evaluation comes after a checkpoint of its iteration, and the checkpoint is written
+    again once the evaluation is in the history: a failed evaluation (an unreadable val image:
+    one RunError naming it) loses no training, and a checkpoint whose own evaluation is missing
+    was written before one that failed or was cut short, so a resumed run repeats that evaluation
+    first (after the file is fixed). An unreadable training image stops the run with a checkpoint
+    of the iterations done and one RunError naming the file and the iteration.
+    """
+    from .data import DatasetError
+
     cfg = state.cfg
     metrics = _write_metrics(state, run, state.iteration >= cfg.iterations) if state.history else None
+    if state.iteration > 0 and _due(state, cfg.eval_every) and not _evaluated(state):
+        metrics = _evaluate(state, run)
+        _save_checkpoint(state, run.run_dir)
     with _StopFlag() as stop:
         while state.iteration < cfg.iterations:
             t0 = time.perf_counter()
-            logs = state.train_step(*_next_batches(loaders, state.device, cfg.channels_last))
+            try:
+                batches = _next_batches(loaders, state.device, cfg.channels_last)
+            except DatasetError as e:
+                _save_checkpoint(state, run.run_dir)
+                raise RunError(f"unreadable training image at iteration {state.iteration + 1}: {_reason(e)}; "
+                               f"the {state.iteration} iterations before it are in "
+                               f"{checkpoint_path(run.run_dir, state.iteration)}: fix or replace the file, "
+                               "then resume with --resume") from None
+            logs = state.train_step(*batches)
             _kill_point(f"iter:{state.iteration}")
             _log_step(state, run, logs, time.perf_counter() - t0)
             if not all(math.isfinite(v) for v in logs.values()):
@@ -847,12 +967,28 @@ def _loop(state: TrainingState, run: _Run, loaders) -> dict:
                 raise FloatingPointError(f"non-finite loss at iteration {state.iteration}: {logs}; checkpoint "
                                          f"written to {checkpoint_path(run.run_dir, state.iteration)}")
             if _due(state, cfg.eval_every):
+                _save_checkpoint(state, run.run_dir)  # first: an evaluation that fails loses no training
                 metrics = _evaluate(state, run)
-            if _due(state, cfg.checkpoint_every) or stop.requested:
+                _save_checkpoint(state, run.run_dir)  # again, with the evaluation: a resume does not repeat it
+            elif _due(state, cfg.checkpoint_every) or stop.requested:
                 _save_checkpoint(state, run.run_dir)
             if stop.requested:
                 raise KeyboardInterrupt(f"stopped at iteration {state.iteration}; resume with --resume")
     return metrics if metrics is not None else _write_metrics(state, run, True)
+
+
+def _evaluated(state: TrainingState) -> bool:
+    """Whether the history holds the evaluation of the state's own iteration."""
+    return bool(state.history) and state.history[-1]["iteration"] == state.iteration
+
+
+def _reason(e: Exception) -> str:
+    """The one-line message of a data error, also one re-raised from a DataLoader worker (whose
+    message is the worker's traceback, ending with the original "module.Error: message")."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _due(state: TrainingState, every: int) -> bool:
@@ -884,9 +1020,16 @@ def _log_step(state: TrainingState, run: _Run, logs: dict[str, float], seconds: 
 
 def _evaluate(state: TrainingState, run: _Run) -> dict:
     """Target val (and the alignment probe) into the history, best.pt and metrics.json."""
+    from .data import DatasetError
+
     cfg = state.cfg
-    result = evaluate_run(state.model, run.val, state.device, run.autocast, progress=False,
-                          num_workers=cfg.num_workers, probe=run.probe)
+    try:
+        result = evaluate_run(state.model, run.val, state.device, run.autocast, progress=False,
+                              num_workers=cfg.num_workers, probe=run.probe)
+    except DatasetError as e:
+        raise RunError(f"evaluation at iteration {state.iteration} stopped at an unreadable val file: {_reason(e)}; "
+                       f"the training up to it is in {checkpoint_path(run.run_dir, state.iteration)}: fix or "
+                       "replace the file, then resume with --resume (the evaluation is repeated)") from None
     state.step.model.train()
     best_before = max((h["miou19"] for h in state.history if h["miou19"] is not None), default=None)
     row = {"iteration": state.iteration, **{k: _json_float(result[k]) for k in ("miou19", "miou16", "miou13")},
@@ -909,7 +1052,8 @@ def _evaluate(state: TrainingState, run: _Run) -> dict:
 
 
 def _save_checkpoint(state: TrainingState, run_dir: Path) -> None:
-    """The state as checkpoints/iter_N.pt (rank 0), keeping the newest `keep_checkpoints`."""
+    """The state as checkpoints/iter_N.pt (rank 0), keeping the newest `keep_checkpoints`. A full
+    disk is one RunError naming the file, the space needed and free, and the last good checkpoint."""
     if not dist.is_main():
         return
     _atomic_save(state.state_dict(), checkpoint_path(run_dir, state.iteration))
@@ -937,7 +1081,8 @@ def _write_metrics(state: TrainingState, run: _Run, final: bool) -> dict:
     if dist.is_main():
         _atomic_save(metrics, run.run_dir / "metrics.json")
         if final:  # the provenance with the run's seconds, written once it has ended
-            _atomic_save(config_record(cfg, run.preset, state.seconds, state.device), run.run_dir / "config.json")
+            _atomic_save(config_record(cfg, run.preset, state.seconds, state.device, state.changes),
+                         run.run_dir / "config.json")
     return metrics
 
 
@@ -996,9 +1141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a configuration field (repeatable; see --show-config)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, type=_resume_mode, metavar="auto",
-                        help="continue from the newest checkpoint in --out (it must hold one); "
-                             "'--resume auto': continue if it holds one, else start (batch jobs, "
+                        help="continue from the newest checkpoint in --out (it must hold one), with the "
+                             "configuration the run was started with (a --set that differs from it is "
+                             "refused); '--resume auto': continue if it holds one, else start (batch jobs, "
                              "requeued Slurm jobs); without --resume, --out must hold no checkpoint")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --resume: change a field of the run on purpose (repeatable), recorded "
+                             "in its config.json under \"changes\" with the iteration")
     parser.add_argument("--show-config", action="store_true", help="print the resolved configuration and exit")
     parser.add_argument("--pseudo-labels-from", metavar="RUN_DIR",
                         help="write pseudo-labels for the target train set with RUN_DIR's model (to --out "
@@ -1017,7 +1166,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if bool(args.preset) == bool(args.config):
             parser.error("give --preset NAME (see --list-presets) or --config CONFIG_JSON")
-        sets = parse_sets(args.set)
+        if args.override and not args.resume:
+            parser.error("--override changes a run being resumed: use it with --resume (a new run takes --set)")
+        sets, overrides = parse_sets(args.set), parse_sets(args.override)
+        resume = bool(args.out) and resume_requested(args.resume, args.out)
+        if not resume:  # a new run (--resume auto on an empty folder): nothing to change, all are settings
+            sets, overrides = {**sets, **overrides}, {}
         if args.config:
             cfg, args.preset = config_from_file(args.config, sets)
         else:
@@ -1027,22 +1181,25 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.out:
             parser.error("--out RUN_DIR is required")
-        resume = resume_requested(args.resume, args.out)
         if args.resume == "auto" and main_process:
             what = f"resuming from {latest_checkpoint(Path(args.out))}" if resume else \
                 f"no checkpoint in {args.out}, starting the run"
             print(f"[cosuda] --resume auto: {what}", file=sys.stderr, flush=True)
-        metrics = train(cfg, args.out, resume=resume, preset=args.preset)
+        # A resumed --preset run is compared on what this command names (its --set, the preset's
+        # variant); every other field comes from the checkpoint, not from today's preset.
+        given = None if args.config else {"variant", *sets}
+        metrics = train(cfg, args.out, resume=resume, preset=args.preset, overrides=overrides, given=given)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # bad weights file, unreadable image mid-run: one line, no traceback wall
+    except Exception as e:  # bad weights file, full disk, unreadable image mid-run: one line, no traceback
+        from .data import DatasetError
         from .models import WeightsNotFoundError
 
-        if not isinstance(e, WeightsNotFoundError):
+        if not isinstance(e, (WeightsNotFoundError, RunError, DatasetError)):
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(e, WeightsNotFoundError) else 1
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130

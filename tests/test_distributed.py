@@ -110,7 +110,7 @@ def test_two_process_run_resumes_with_one_process(tmp_path, tiny_benchmark):
     assert first.returncode == 0, first.stderr[-3000:]
     state = torch.load(run / "checkpoints" / "iter_0000002.pt", weights_only=False)
     assert state["world_size"] == 2 and state["iteration"] == 2
-    second = _cli(common + ["--set", "iterations=4", "--resume"], nproc=1)
+    second = _cli(common + ["--resume", "--override", "iterations=4"], nproc=1)  # a longer run: said so
     assert second.returncode == 0, second.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["iteration"] == 4 and metrics["world_size"] == 1

@@ -30,8 +30,9 @@ SETTINGS = {"source_size": "32x18", "target_size": "32x16", "eval_size": "32x16"
             "output_stride": "8", "weights": "random", "norm": "group", "dict_size": "20", "num_workers": "0", "progress": "false",
             "iterations": "6", "eval_every": "2", "checkpoint_every": "2", "log_every": "1"}
 # Where each run is killed, in order. First always: checkpoint 4's tmp file written but not renamed
-# (issue 14's case: metrics.json and best.pt of iteration 4 are already written), so the run resumes
-# from 2. Then the resumed run is killed right after a step between checkpoints (it resumes from
+# (before the evaluation of iteration 4, which comes after its checkpoint), so the run resumes
+# from 2 and removes the stale tmp file once it holds the folder's lock. Then the resumed run is
+# killed right after a step between checkpoints (it resumes from
 # the checkpoint it wrote itself), or while it rewrites metrics.json at its start.
 KILLS = {"synthetic-ours11": ["save:iter_0000004.pt", "iter:5"],
          "synthetic-ours": ["save:iter_0000004.pt", "save:metrics.json"]}
@@ -95,10 +96,12 @@ def test_sigkill_anywhere_then_resume_is_bit_exact(preset, tiny_benchmark, pseud
     for n, point in enumerate(KILLS[preset]):
         _run(preset, killed, tiny_benchmark, pseudo, resume=n > 0, kill_at=point)
         if point == "save:iter_0000004.pt":  # the half-written checkpoint is never the one resumed
-            assert (killed / "checkpoints" / "iter_0000004.pt.tmp").is_file()
+            assert len(list((killed / "checkpoints").glob("iter_0000004.pt.*.tmp"))) == 1  # NAME.<pid>.tmp
             assert engine.latest_checkpoint(killed).name == "iter_0000002.pt"
-            assert [h["iteration"] for h in json.loads((killed / "metrics.json").read_text())["history"]] == [2, 4]
+            # the checkpoint of an iteration comes before its evaluation: 4 was not evaluated yet
+            assert [h["iteration"] for h in json.loads((killed / "metrics.json").read_text())["history"]] == [2]
     _run(preset, killed, tiny_benchmark, pseudo, resume=True)
+    assert not list(killed.rglob("*.tmp"))  # the killed writers' leftovers are gone
 
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (whole, killed))
     assert mb["finished"] is True and mb["iteration"] == 6
