@@ -237,6 +237,8 @@ class RunConfig:
                                          # step, CUDA graphs on GPU: see cosuda/uda.py)
     channels_last: bool = False
     progress: bool = True
+    tensorboard: bool = False            # also write RUN_DIR/tensorboard/ events (cosuda/tensorboard_log.py;
+                                         # needs the tensorboard extra)
 
     def __post_init__(self):
         # config.json files written when `compile` was a bool: true meant the network

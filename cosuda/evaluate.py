@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .cli import prog
 from .config import SYNTHETIC_ROOT, ConfigError, RunConfig
 from .labels import CLASS_NAMES
 
@@ -272,7 +273,7 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cosuda.evaluate", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=prog("cosuda.evaluate"), description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run folder (the --out of cosuda.train)")
     parser.add_argument("--checkpoint", default="last",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli import prog
 from .config import ConfigError, parse_sets
 from .executors import EXECUTORS
 from .jobs import GRID_VARIANTS, PSEUDO_MODELS, parse_sweeps, sweep_root
@@ -27,7 +28,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cosuda.runner", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=prog("cosuda.runner"), description=__doc__.split("\n\n")[0],
                                      formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -6,6 +6,9 @@ Offline: the fresh environment reuses this environment's installed dependencies 
 through a .pth line, and pip builds the wheel with this environment's setuptools
 (--no-build-isolation --no-deps --no-index). The wheel is built from a copy of the sources, so
 the checkout gets no build/ or *.egg-info.
+
+The main job runs there too, with the notebooks' tools made unimportable (this environment has
+them; a plain `pip install .` does not): it must need neither them nor the repository's notebooks.
 """
 import json
 import os
@@ -34,8 +37,27 @@ def _run(cmd, cwd, env, timeout=600):
     return proc
 
 
-def test_installed_package_runs_from_another_directory(tmp_path):
-    src, venv, work = tmp_path / "src", tmp_path / "venv", tmp_path / "work"
+# What the notebooks extra adds: the main job and every command must work without it.
+NOTEBOOK_TOOLS = ("jupytext", "nbformat", "nbclient", "papermill", "ipykernel", "jupyterlab", "IPython", "nbval")
+_BLOCKER = f"""import sys
+
+
+class _NoNotebookTools:
+    \"\"\"Installed by tests/test_install.py: the notebooks extra is absent here.\"\"\"
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOTEBOOK_TOOLS!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (the test hides the notebooks extra)")
+        return None
+
+
+sys.meta_path.insert(0, _NoNotebookTools())
+"""
+
+
+def _install(tmp_path):
+    """(venv, site-packages, environment) with cosuda built from a copy of the sources and
+    installed for real, this environment's dependencies reused and the notebooks' tools hidden."""
+    src, venv = tmp_path / "src", tmp_path / "venv"
     shutil.copytree(REPO / "cosuda", src / "cosuda", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
@@ -51,6 +73,16 @@ def test_installed_package_runs_from_another_directory(tmp_path):
                OMP_WAIT_POLICY="PASSIVE", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONNOUSERSITE="1")
     _run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet", str(src)],
          tmp_path, env)
+    (site / "_test_no_notebook_tools.py").write_text(_BLOCKER)
+    (site / "_test_no_notebook_tools.pth").write_text("import _test_no_notebook_tools\n")
+    blocked = subprocess.run([str(python), "-c", "import jupytext"], env=env, capture_output=True, text=True)
+    assert "the test hides the notebooks extra" in blocked.stderr, blocked.stderr
+    return venv, site, env
+
+
+def test_installed_package_runs_from_another_directory(tmp_path):
+    venv, site, env = _install(tmp_path)
+    python, work = venv / "bin" / "python", tmp_path / "work"
     before = _files(site)
     installed = [p for p in before if p.startswith("cosuda/")]
     assert "cosuda/train.py" in installed and "cosuda/models/__init__.py" in installed
@@ -60,7 +92,9 @@ def test_installed_package_runs_from_another_directory(tmp_path):
     assert Path(where[0]).is_relative_to(site) and Path(where[1]) == work.resolve()
     for script in ("cosuda-train", "cosuda-evaluate", "cosuda-predict", "cosuda-runner", "cosuda-synthetic"):
         assert (venv / "bin" / script).is_file(), script
-        assert "usage:" in _run([venv / "bin" / script, "--help"], work, env).stdout
+        usage = _run([venv / "bin" / script, "--help"], work, env).stdout
+        # train, predict and synthetic set prog in files other work changes (tests/test_console_scripts.py)
+        assert usage.startswith(f"usage: {script} " if script in ("cosuda-runner", "cosuda-evaluate") else "usage:")
 
     _run([venv / "bin" / "cosuda-synthetic", "--out", "bench", "--gta5", 2, "--synthia", 0, "--cityscapes-train", 2,
           "--cityscapes-val", 1, "--gta5-size", "64x36", "--cityscapes-size", "64x32", "--no-progress"], work, env)
@@ -80,3 +114,30 @@ def test_installed_package_runs_from_another_directory(tmp_path):
 
     assert _files(site) == before, "something was written into site-packages"
     assert not any((site / name).exists() for name in ("data", "runs")) and not (site.parent / "runs").exists()
+
+
+def test_installed_main_job_runs_from_another_directory(tmp_path):
+    """`cosuda-runner main` after `pip install .`, from a folder outside the repository: it writes
+    its benchmark, runs and summary there (cosuda.paths), and needs no notebook. Two iterations
+    per stage; the benchmark is the checkout's when it is complete (else generated, ~1 min)."""
+    from cosuda.config import SYNTHETIC_ROOT
+    from cosuda.synthetic import is_complete
+
+    venv, site, env = _install(tmp_path)
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    if is_complete(SYNTHETIC_ROOT, 0):  # read only: the main job's runs and pseudo-labels go under --out
+        (work / "data" / "synthetic").symlink_to(SYNTHETIC_ROOT, target_is_directory=True)
+    before = _files(site)
+    usage = _run([venv / "bin" / "cosuda-runner", "main", "--help"], work, env).stdout
+    assert usage.startswith("usage: cosuda-runner main ") and "--source-iterations" in usage
+
+    done = _run([venv / "bin" / "cosuda-runner", "main", "--out", "job", "--source-iterations", 2,
+                 "--iterations", 2], work, env, timeout=900)
+    summary = json.loads((work / "job" / "summary.json").read_text())
+    assert summary["ok"], done.stdout[-3000:]
+    assert {"source-only", "ours"} <= set(summary["runs"]) and summary["runs"]["ours"]["iteration"] == 2
+    assert (work / "job" / "config.json").is_file() and (work / "job" / "miou_curves.png").is_file()
+    assert (work / "job" / "gta5" / "ours" / "seed0" / "checkpoints").is_dir()
+    assert "source-only" in done.stdout.splitlines()[-1] and "mIoU19" in done.stdout.splitlines()[-1]
+    assert _files(site) == before, "something was written into site-packages"
