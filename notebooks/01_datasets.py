@@ -34,6 +34,7 @@ stats_width: int = 320  # images are resized to this width (aspect kept) for the
 seed: int = 0  # which examples are shown
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import numpy as np
 from PIL import Image
 

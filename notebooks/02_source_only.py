@@ -49,6 +49,7 @@ task: str = "gta5"  # the grid's task: gta5 or synthia
 run_dir: str = "runs/notebooks/02_source_only"  # where the run is written; a finished run is reused
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import json
 import time
 

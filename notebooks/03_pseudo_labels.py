@@ -39,6 +39,7 @@ batch_size: int = 16  # images per forward pass
 seed: int = 0  # torch seed (the lesson itself is deterministic)
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import json
 
 import numpy as np

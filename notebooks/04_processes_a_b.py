@@ -40,6 +40,7 @@ batch_size: int = 16  # images per forward pass
 seed: int = 0  # seeds the untrained head of the last section
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import json
 
 import numpy as np

@@ -38,6 +38,7 @@ batch_size: int = 16  # images per forward pass
 seed: int = 0  # which source images, in which order
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import json
 
 import numpy as np

@@ -56,6 +56,7 @@ grid_root: str = "docs/results/synthetic"  # the committed grid (cosuda.results.
 task: str = "gta5"  # the grid's task: gta5 or synthia
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import json
 import time
 from pathlib import Path

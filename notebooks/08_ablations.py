@@ -47,6 +47,7 @@ data_root: str = ""  # live runs: empty: the preset's data; real data: the folde
 run_dir: str = "runs/notebooks/08_ablations"  # live runs: their runs root (<task>/<variant>/seed<N>/)
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 
 import torch
 from IPython.display import Markdown, display

@@ -48,6 +48,7 @@ data_root: str = ""  # live: empty: the synthetic benchmark
 run_dir: str = "runs/notebooks/09_hyperparameters"  # live: the runs root (gta5/ours/seed<N>/, and <run_dir>-sweeps/)
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import math
 
 import torch

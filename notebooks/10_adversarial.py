@@ -48,6 +48,7 @@ data_root: str = ""  # live: empty: the preset's data; real data: the folder wit
 run_dir: str = "runs/notebooks/10_adversarial"  # live: their runs root (<task>/<variant>/seed<N>/)
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 
 import numpy as np
 import torch

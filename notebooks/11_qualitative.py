@@ -49,6 +49,7 @@ pseudo_root: str = "runs/lessons/pseudo_labels"  # fallback: pseudo-labels for t
 run_dir: str = "runs/notebooks/11_qualitative"  # fallback: where the tiny runs go
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import json
 
 import numpy as np

@@ -51,6 +51,7 @@ threads_per_process: int = 0  # CPU threads per process (0: the cores divided am
 run_dir: str = "runs/notebooks/12_scale_out"  # one folder per run: 1proc/, <processes>proc/
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import json
 import shutil
 import time

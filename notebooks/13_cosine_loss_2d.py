@@ -46,6 +46,7 @@ mislabelled: float = 0.125  # share of target vectors with a wrong pseudo-label 
 seed: int = 0  # the clusters, the source images and the pseudo-label errors
 
 # %%
+import cosuda  # first: it sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads once, when torch loads it
 import numpy as np
 import torch
 

@@ -57,3 +57,14 @@ def test_papermill_reads_every_parameter_with_its_comment(py):
     names = [p.name for p in PythonTranslator.inspect(nbformat.v4.new_code_cell(cell.source))]
     assigned = [n.target.id if isinstance(n, ast.AnnAssign) else n.targets[0].id for n in ast.parse(cell.source).body]
     assert names == assigned, f"{py.name}: papermill could not parse {sorted(set(assigned) - set(names))}"
+
+
+@pytest.mark.parametrize("py", PY, ids=lambda p: p.stem)
+def test_cosuda_is_imported_before_torch(py):
+    # OpenMP reads OMP_WAIT_POLICY once, when torch loads it; cosuda sets it to PASSIVE. A lesson
+    # that imports torch first spins its threads and crawls as soon as anything else uses the cores
+    # (lesson 07 took 7 min instead of about 1 under load 4 in JupyterLab, which sets no such variable).
+    imports = [line.split()[1].split(".")[0] for line in py.read_text().splitlines()
+               if line.startswith(("import ", "from ")) and line.split()[1].split(".")[0] in {"cosuda", "torch"}]
+    assert imports and imports[0] == "cosuda", (f"{py.name}: put `import cosuda` before the first torch import "
+                                                "(it sets OMP_WAIT_POLICY before OpenMP starts)")
