@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .cli import prog
 from .config import ConfigError
 from .data import DatasetError, _PairedDataset, read_image
 from .labels import NUM_CLASSES, TRAIN_TO_CITYSCAPES, colorize
@@ -226,7 +227,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cosuda.predict", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=prog("cosuda.predict"), description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run folder (the --out of cosuda.train)")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+",

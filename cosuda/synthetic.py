@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cosuda import labels
+from cosuda.cli import prog
 
 __all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "is_complete", "interrupted",
            "regenerate_command", "Domain", "make_domain",
@@ -959,7 +960,7 @@ def _parse_size(text: str) -> tuple:
 def main(argv=None) -> int:
     d = SyntheticConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m cosuda.synthetic",
+        prog=prog("cosuda.synthetic"),
         description="Write the synthetic GTA5/SYNTHIA/Cityscapes-like benchmark in the real "
                     "download layouts. Same seed -> byte-identical files. An existing output "
                     "written by this command is regenerated (overwritten).")

@@ -46,9 +46,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import distributed as dist
 from . import runfolder
+from .cli import prog
 from .config import (PRESETS, SYNTHETIC_ROOT, ConfigError, RunConfig, config_from_dict, make_config,
                      parse_sets, resolve_path, validate)
 from .labels import CLASS_NAMES, SYNTHIA13, SYNTHIA16
+from .tensorboard_log import TensorBoardLog
 from .runfolder import RunError
 
 if TYPE_CHECKING:
@@ -716,12 +718,14 @@ def alignment_probe(cfg: RunConfig, source: Dataset, device: torch.device) -> di
 
 
 # --- logs: metrics.json, scalars.jsonl ----------------------------------------------------
-def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs: dict, its: float | None) -> None:
-    """One JSON line per logged step: what a plotting tool (or `tail -f`) follows during a run."""
+def _append_scalars(path: Path, iteration: int, seconds: float, optimizer, logs: dict, its: float | None) -> dict:
+    """One JSON line per logged step: what a plotting tool (or `tail -f`) follows during a run.
+    Returns the row (TensorBoard logs the same one)."""
     lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
     row = {"iteration": iteration, "time": round(seconds, 3), "lr": optimizer.param_groups[0]["lr"], **lrs,
            **{k: round(v, 6) for k, v in logs.items()}, "it_per_s": its}
     runfolder.append_line(path, json.dumps(row), _last_good(path))
+    return row
 
 
 def _truncate_scalars(path: Path, iteration: int) -> None:
@@ -870,6 +874,7 @@ class _Run:
     probe: dict | None                   # the alignment probe (see `alignment_probe`)
     start: int                           # the iteration this process started at
     bar: Any = None
+    tensorboard: TensorBoardLog | None = None  # cfg.tensorboard, rank 0: RUN_DIR/tensorboard/ events
     train_seconds: float = 0.0
     timed_steps: int = 0
     stats: dict = field(default_factory=lambda: {"iterations_per_second": None, "method_share": None,
@@ -886,6 +891,8 @@ def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precis
     source_ds, target_ds, val_ds = setup.datasets
     run = _Run(setup.run_dir, preset or cfg.variant, preset, precision, autocast_factory(precision, device),
                val_ds, alignment_probe(cfg, source_ds, device), start)
+    if cfg.tensorboard and dist.is_main():
+        run.tensorboard = TensorBoardLog(setup.run_dir, resume_from=start if setup.checkpoint is not None else None)
     loaders = make_loaders(cfg, source_ds, target_ds, start, device)
     if setup.checkpoint is not None:
         # Last: the set-up above (iter(DataLoader) draws its base seed from the global generator)
@@ -904,6 +911,8 @@ def _train(cfg: RunConfig, preset, device: torch.device, setup: Prepared, precis
     finally:
         if run.bar is not None:
             run.bar.close()
+        if run.tensorboard is not None:
+            run.tensorboard.close()
     dist.barrier()
     return metrics
 
@@ -1010,8 +1019,10 @@ def _log_step(state: TrainingState, run: _Run, logs: dict[str, float], seconds: 
                  "last_losses": {k: round(v, 5) for k, v in logs.items()}}
     if _due(state, cfg.log_every):
         if dist.is_main():
-            _append_scalars(run.run_dir / "scalars.jsonl", state.iteration, state.seconds, state.optimizer, logs,
-                            run.stats["iterations_per_second"])
+            row = _append_scalars(run.run_dir / "scalars.jsonl", state.iteration, state.seconds, state.optimizer,
+                                  logs, run.stats["iterations_per_second"])
+            if run.tensorboard is not None:
+                run.tensorboard.log_scalars(row)
         if run.bar is not None:
             run.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
     if run.bar is not None:
@@ -1037,6 +1048,8 @@ def _evaluate(state: TrainingState, run: _Run) -> dict:
     if "alignment" in result:
         row["alignment"] = result["alignment"]
     state.history.append(row)
+    if run.tensorboard is not None:
+        run.tensorboard.log_evaluation(row)
     state.loss_sums, state.loss_steps = {}, 0
     if dist.is_main() and (best_before is None or result["miou19"] > best_before):
         _atomic_save(state.best_state_dict(result["miou19"]), run.run_dir / "checkpoints" / "best.pt")
@@ -1130,7 +1143,7 @@ def resume_requested(mode: bool | str, run_dir: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cosuda.train", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=prog("cosuda.train"), description=__doc__.split("\n\n")[0],
                                      formatter_class=_HelpFormatter)
     parser.add_argument("--list-presets", action="store_true", help="print one preset name per line")
     parser.add_argument("--preset", help="a name from --list-presets")

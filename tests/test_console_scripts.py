@@ -14,10 +14,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-# Their parsers are in files other work is changing; each needs its `prog=` set to
-# `prog("cosuda.<module>")` (from .cli import prog). Strict: the test fails once it passes, so the
-# mark goes with the change.
-NOT_WIRED = {"cosuda-train", "cosuda-predict", "cosuda-synthetic"}
 
 
 def _help(script: str, argv0: str, args: list[str], monkeypatch, capsys) -> str:
@@ -33,10 +29,7 @@ def test_pyproject_declares_the_five_commands():
     assert set(SCRIPTS) == {"cosuda-train", "cosuda-evaluate", "cosuda-predict", "cosuda-runner", "cosuda-synthetic"}
 
 
-@pytest.mark.parametrize("script", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=f"{SCRIPTS[s].split(':')[0]} still sets "
-                                                                  "prog='python -m ...' (issue 21: wire cli.prog)"))
-    if s in NOT_WIRED else s for s in sorted(SCRIPTS)])
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_help_of_a_console_script_shows_its_own_name(script, monkeypatch, capsys):
     out = _help(script, f"/some/venv/bin/{script}", ["--help"], monkeypatch, capsys)
     assert out.startswith(f"usage: {script} "), out[:200]

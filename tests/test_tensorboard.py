@@ -89,8 +89,6 @@ def test_tensorboard_is_a_run_setting_off_by_default():
     assert make_config("synthetic-ours", {"tensorboard": "true"}).tensorboard is True
 
 
-@pytest.mark.skipif(not hasattr(engine, "TensorBoardLog"),
-                    reason="train.py does not create a TensorBoardLog yet (issue 21, item 7: the wiring)")
 def test_a_run_with_tensorboard_true_writes_the_scalars_and_evaluations_it_writes_to_its_files(
         tmp_path, tiny_benchmark):
     out = tmp_path / "run"
