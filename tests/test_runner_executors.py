@@ -294,7 +294,10 @@ def test_train_resume_auto_both_ways(tiny_benchmark, tmp_path, capsys):
         assert "starting the run" in capsys.readouterr().err
         assert engine.main(common + ["--set", "iterations=4"]) == 2
         assert "already holds checkpoints" in capsys.readouterr().err
-        assert engine.main(common + ["--set", "iterations=4", "--resume", "auto"]) == 0
+        # A resume keeps the run's settings: a longer run is a change said out loud (issue 21).
+        assert engine.main(common + ["--set", "iterations=4", "--resume", "auto"]) == 2
+        assert "iterations 2 (run) vs 4 (given)" in capsys.readouterr().err
+        assert engine.main(common + ["--set", "iterations=2", "--override", "iterations=4", "--resume", "auto"]) == 0
         assert "resuming from" in capsys.readouterr().err
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["iteration"] == 4 and [h["iteration"] for h in metrics["history"]] == [2, 4]
