@@ -1,8 +1,8 @@
 """How long the workshop takes, measured: `prepare` and a Run All of every student notebook,
-with nothing else running and with other work beside it, recorded, and WORKSHOP.md's times
+idle and with other work beside it, recorded, and WORKSHOP.md's times
 written from the records (never typed).
 
-    python -m cosuda.workshop_times measure --label idle              # nothing else running
+    python -m cosuda.workshop_times measure --label idle              # no other work at normal priority
     python -m cosuda.workshop_times measure --label loaded --load 2   # two busy processes beside it
     python -m cosuda.workshop_times write                              # WORKSHOP.md's times from the records
 
@@ -101,7 +101,7 @@ class Load:
 
 
 def measure(label: str, load: int = 0, home: Path | None = None, lessons: list[str] | None = None,
-            out_dir: Path = RECORDS, timeout: float = 3600) -> dict:
+            out_dir: Path = RECORDS, timeout: float = 3600, note: str = "") -> dict:
     """Time `prepare` from an empty COSUDA_HOME, then a Run All of each student notebook (all of
     them, or the stems in `lessons`), with `load` busy processes beside them; writes and returns
     the record (out_dir/<label>.json)."""
@@ -114,6 +114,8 @@ def measure(label: str, load: int = 0, home: Path | None = None, lessons: list[s
     commit, dirty = git_state()
     record: dict = {"label": label, "date": datetime.date.today().isoformat(), "machine": machine(),
                     "commit": commit, "dirty": dirty, "home_was_empty": not any(home.iterdir())}
+    if note:
+        record["note"] = note  # what else ran, in words: the load average alone does not say
     with Load(load) as busy:
         print(f"[workshop_times] prepare in {home} ...", flush=True)
         start = time.perf_counter()
@@ -184,8 +186,9 @@ def run_time_cell(records: dict[str, dict], stems: list[str]) -> str:
             raise KeyError(f"the {label!r} record has no Run All of {', '.join(missing)}: "
                            f"run `python -m cosuda.workshop_times measure --label {label}`")
         seconds = [lessons[s]["seconds"] for s in stems]
-        parts.append(fmt_seconds(seconds[0]) if len(seconds) == 1 else
-                     f"{fmt_seconds(min(seconds))}–{fmt_seconds(max(seconds))} each")
+        stopped = " (stopped with an error)" if any(lessons[s].get("error") for s in stems) else ""
+        parts.append((fmt_seconds(seconds[0]) if len(seconds) == 1 else
+                      f"{fmt_seconds(min(seconds))}–{fmt_seconds(max(seconds))} each") + stopped)
     return " / ".join(parts)
 
 
@@ -196,13 +199,15 @@ def times_block(records: dict[str, dict]) -> str:
     m = idle["machine"]
     model = idle["lesson_model"]
     lines = [BEGIN,
-             f"Measured with `python -m cosuda.workshop_times measure` on {m['cpu']}, {m['threads']} threads "
-             f"(idle: {idle['date']}, commit {str(idle['commit'])[:7]}; loaded: {loaded['date']}, "
-             f"{loaded['load']['busy_processes']} busy processes beside it, load average "
-             f"{loaded['load']['loadavg_1min_mean']} on average; records in `docs/results/workshop/`). Every step ran "
-             f"from an empty `COSUDA_HOME`. The lesson model: {model['iterations']:,} iterations, "
-             f"{model['miou19']:.1f} mIoU19 on target val, {model['checkpoint_mb']} MB per checkpoint.", "",
-             "| prepare step | nothing else running | with other load |", "|---|---|---|"]
+             f"Measured with `python -m cosuda.workshop_times measure` on {m['cpu']}, {m['threads']} threads: "
+             f"**idle** ({idle['date']}, commit {str(idle['commit'])[:7]}, mean load average "
+             f"{idle['load']['loadavg_1min_mean']}) and **with other load** ({loaded['date']}, commit "
+             f"{str(loaded['commit'])[:7]}, {loaded['load']['busy_processes']} busy processes beside it, mean load "
+             f"average {loaded['load']['loadavg_1min_mean']}); the records are in `docs/results/workshop/`. Every "
+             f"step ran from an empty `COSUDA_HOME`. The lesson model: {model['iterations']:,} iterations, "
+             f"{model['miou19']:.1f} mIoU19 on target val, {model['checkpoint_mb']} MB per checkpoint."
+             + "".join(f" {label.capitalize()}: {r['note']}" for label, r in records.items() if r.get("note")), "",
+             "| prepare step | idle | with other load |", "|---|---|---|"]
     for step, seconds in idle["prepare"].items():
         if step in {"total", "machine", "wall"}:
             continue
@@ -212,8 +217,18 @@ def times_block(records: dict[str, dict]) -> str:
     per_iteration = [r["prepare"][_train_step(r)] / r["lesson_model"]["iterations"] for r in (idle, loaded)]
     lines += ["", f"Training runs at {per_iteration[0]:.2f} s per iteration idle and {per_iteration[1]:.2f} s "
                   f"loaded: 100 iterations take {fmt_seconds(100 * per_iteration[0])} / {fmt_seconds(100 * per_iteration[1])}.",
-              END]
+              "", "| lesson (student version, Run All) | idle | with other load |", "|---|---|---|"]
+    for stem in sorted(set(idle["lessons"]) | set(loaded["lessons"])):
+        lines.append(f"| `{stem}` | {_lesson_cell(idle, stem)} | {_lesson_cell(loaded, stem)} |")
+    lines.append(END)
     return "\n".join(lines)
+
+
+def _lesson_cell(record: dict, stem: str) -> str:
+    lesson = record["lessons"].get(stem)
+    if lesson is None:
+        return "not measured"
+    return fmt_seconds(lesson["seconds"]) + (f" (stopped: {lesson['error']})" if lesson.get("error") else "")
 
 
 def _train_step(record: dict) -> str:
@@ -263,6 +278,7 @@ def main(argv=None) -> int:
     p.add_argument("--load", type=int, default=0, help="busy processes beside the measurement (default 0)")
     p.add_argument("--home", type=Path, default=None, help="an empty COSUDA_HOME to use and keep (default: a temporary one)")
     p.add_argument("--lessons", nargs="*", default=None, help="only these notebook stems (default: all)")
+    p.add_argument("--note", default="", help="what else ran on the machine, quoted beside the times")
     sub.add_parser("write", help="rewrite WORKSHOP.md's times from docs/results/workshop/")
     args = parser.parse_args(argv)
     if args.command == "measure":
@@ -270,7 +286,7 @@ def main(argv=None) -> int:
             parser.error(f"--home {args.home} is not empty: the times are from nothing; give an empty or new folder")
         if args.home is not None:
             args.home.mkdir(parents=True, exist_ok=True)
-        record = measure(args.label, args.load, args.home, args.lessons)
+        record = measure(args.label, args.load, args.home, args.lessons, note=args.note)
         print(json.dumps({k: record[k] for k in ("prepare", "lessons", "load")}, indent=2))
         return 0
     changed = write()
