@@ -314,7 +314,8 @@ def test_help_lists_defaults(module, capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "--checkpoint" in text and "(default: last)" in text and "--device" in text
-    assert ("(default: val)" in text) if module == "cosuda.evaluate" else ("--out" in text)
+    # --split: the run's own eval_split (val, or dev), so that `evaluate RUN` reproduces its metrics.json
+    assert ("the run's eval_split" in text) if module == "cosuda.evaluate" else ("--out" in text)
 
 
 # --- unreadable images and an interrupted benchmark (issue 21, items 4 and 5) ----------------
