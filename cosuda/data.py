@@ -340,11 +340,19 @@ class SYNTHIA(_PairedDataset):
         return read_synthia_label(path)
 
 
-# Real Cityscapes has no labelled split beside train and val (its test labels are withheld), so a
-# missing dev folder says where dev comes from rather than how the download is laid out.
-DEV_SPLIT_FIX = ("The dev split exists only in the synthetic benchmark (python -m cosuda.synthetic writes "
-                 "leftImg8bit/dev/ and gtFine/dev/ since generator version 3: regenerate an older one); real "
-                 "Cityscapes has none: evaluate on val (eval_split=val, --split val).")
+def _dev_split_fix(root: Path) -> str:
+    """What to do where Cityscapes-layout ``root`` has no dev split: real Cityscapes has no labelled
+    split beside train and val (its test labels are withheld), so the fix is where dev comes from,
+    not how the download is laid out."""
+    from cosuda import synthetic
+
+    out = root.parent
+    if (out / synthetic.MARKER).is_file():
+        command = synthetic.regenerate_command(out).replace(" --cityscapes-dev 0", "")
+        return (f"This synthetic benchmark has no dev split (written before the split existed, or with "
+                f"--cityscapes-dev 0): write it again with `{command}`.")
+    return ("Real Cityscapes has no dev split (only the synthetic benchmark writes one, for choosing "
+            "hyper-parameters): evaluate on val (eval_split=val, --split val).")
 
 
 class Cityscapes(_PairedDataset):
@@ -353,7 +361,7 @@ class Cityscapes(_PairedDataset):
 
     ``split`` is any folder under leftImg8bit/: "train" and "val" in the real download; the
     synthetic benchmark also writes "dev", a labelled split for choosing hyper-parameters
-    (``DEV_SPLIT_FIX`` says what to do where it is missing).
+    (a missing dev folder is an error that says where dev comes from).
 
     With ``pseudo_root``, labels come instead from ``pseudo_root/<name>``, the image's own relative
     name, holding 8-bit trainIds (255 = ignore), as written by ``cosuda.pseudo``. Pseudo-labels
@@ -369,7 +377,7 @@ class Cityscapes(_PairedDataset):
         fix = ("Expected the Cityscapes layout root/leftImg8bit/<split>/<city>/*_leftImg8bit.png + "
                "root/gtFine/<split>/<city>/*_gtFine_labelIds.png (see data/README.md).")
         if split == "dev":
-            fix = DEV_SPLIT_FIX
+            fix = _dev_split_fix(self.root)
         _require_dir(self.root, "Cityscapes root", fix)
         refuse_incomplete_benchmark(self.root)
         self.image_dir = self.root / "leftImg8bit" / split

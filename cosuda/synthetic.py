@@ -61,15 +61,16 @@ from cosuda import labels
 from cosuda.cli import prog
 
 __all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "is_complete", "interrupted",
-           "regenerate_command", "Domain", "make_domain",
+           "recorded", "predates_dev", "regenerate_command", "Domain", "make_domain",
            "render_scene", "main"]
 
 from cosuda.paths import SYNTHETIC_ROOT as DEFAULT_ROOT  # noqa: E402  (<HOME>/data/synthetic)
 MARKER = "cosuda_synthetic.json"
-# Bump when the drawing or the set of files written changes: is_complete() then refuses an older
-# benchmark, so ensure() and training regenerate it. 3: the target dev split (issue 22); every
-# file of version 2 is written byte-identically.
-GENERATOR_VERSION = 3
+# Bump when the drawing changes: ensure() and training then regenerate. Not bumped for the dev
+# split (issue 22), which changed no byte of the other files: a benchmark written before it has a
+# marker without "cityscapes_dev_count" (`predates_dev`), which ensure() regenerates once, and a
+# run with eval_split=dev regenerates too; every other run keeps using it.
+GENERATOR_VERSION = 2
 
 TRAIN_CITIES = ("aachen", "bochum", "bremen", "cologne")
 VAL_CITIES = ("frankfurt", "lindau", "munster")
@@ -935,20 +936,39 @@ def interrupted(out) -> bool:
         return True
 
 
+def recorded(out) -> tuple[int, SyntheticConfig]:
+    """(seed, SyntheticConfig) that the marker under ``out`` records; a count it does not name takes
+    its default (a marker from before the dev split: 100 dev images). (0, the defaults) where the
+    marker is missing or cannot be read."""
+    try:
+        saved = json.loads((Path(out) / MARKER).read_text())
+        return int(saved["seed"]), SyntheticConfig(**saved["config"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, SyntheticConfig()
+
+
+def predates_dev(out) -> bool:
+    """Whether ``out`` holds a finished benchmark written before the dev split existed: its marker
+    records no ``cityscapes_dev_count`` (and there is no cityscapes/leftImg8bit/dev/). False for
+    anything else, a benchmark generated with ``--cityscapes-dev 0`` included."""
+    try:
+        saved = json.loads((Path(out) / MARKER).read_text())
+        finished, config = saved.get("complete") is True, saved["config"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    dev_folder = Path(out) / "cityscapes" / "leftImg8bit" / "dev"
+    return finished and "cityscapes_dev_count" not in config and not dev_folder.is_dir()
+
+
 def regenerate_command(out) -> str:
     """The command that writes the benchmark under ``out`` again with the seed, counts and sizes its
     marker records (the defaults where the marker cannot be read)."""
-    seed, cfg = 0, SyntheticConfig()
-    try:
-        saved = json.loads((Path(out) / MARKER).read_text())
-        seed, cfg = int(saved["seed"]), SyntheticConfig(**saved["config"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    seed, cfg = recorded(out)
     default = SyntheticConfig()
     options = {"--gta5": "gta5_count", "--synthia": "synthia_count", "--cityscapes-train": "cityscapes_train_count",
                "--cityscapes-val": "cityscapes_val_count", "--cityscapes-dev": "cityscapes_dev_count",
-               "--gta5-size": "gta5_size",
-               "--synthia-size": "synthia_size", "--cityscapes-size": "cityscapes_size", "--gap": "gap"}
+               "--gta5-size": "gta5_size", "--synthia-size": "synthia_size", "--cityscapes-size": "cityscapes_size",
+               "--gap": "gap"}
     args = [f"python -m cosuda.synthetic --out {out}"] + ([f"--seed {seed}"] if seed else [])
     for option, field in options.items():
         value = getattr(cfg, field)
@@ -960,7 +980,8 @@ def regenerate_command(out) -> str:
 def ensure(out=DEFAULT_ROOT, seed: int = 0, config: SyntheticConfig | None = None,
            progress: bool = True) -> Path:
     """Generate the benchmark under ``out`` unless a complete one with the same seed, config and
-    generator version is already there. Returns ``out`` as a Path."""
+    generator version is already there (one written before the dev split is not: its marker lacks
+    the dev count). Returns ``out`` as a Path."""
     out = Path(out)
     if not is_complete(out, seed, config):
         generate(out, seed, config or SyntheticConfig(), progress=progress)

@@ -75,13 +75,19 @@ def resolve_paths(cfg: RunConfig) -> Paths:
     """Find the data folders of a run, generating the synthetic benchmark if it is the default."""
     data_root = Path(cfg.data_root) if cfg.data_root else None
     if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve():
-        from .synthetic import generate, is_complete
+        from .synthetic import generate, is_complete, predates_dev, recorded
 
         # Generate a missing or half-written default benchmark; keep a complete one, whatever
-        # seed or sizes the user chose for it.
+        # seed or sizes the user chose for it. One written before the dev split serves val runs
+        # as it is (the same bytes); a dev run writes it again with its own seed and counts.
         if dist.is_main() and not is_complete(data_root):
             print(f"[cosuda] generating the synthetic benchmark under {data_root}", flush=True)
             generate(data_root, seed=0)
+        elif dist.is_main() and cfg.eval_split == "dev" and predates_dev(data_root):
+            print(f"[cosuda] the synthetic benchmark under {data_root} predates the dev split: "
+                  "writing it again with one", flush=True)
+            seed, config = recorded(data_root)
+            generate(data_root, seed=seed, config=config)
         dist.barrier()
     if data_root is not None and not data_root.is_dir():
         raise ConfigError(f"data_root {data_root} does not exist; point --set data_root=... at the folder "

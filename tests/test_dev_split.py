@@ -5,6 +5,7 @@ with `--set eval_split=dev` and says so in metrics.json, and real Cityscapes (no
 before training in one line."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -171,28 +172,47 @@ def test_the_summary_marker_and_command_line_count_dev(tmp_path, capsys):
         synthetic.SyntheticConfig(cityscapes_dev_count=-1)
 
 
-def test_a_benchmark_from_before_dev_is_regenerated_once(tmp_path):
+def _as_before_dev(root: Path) -> None:
+    """What the generator wrote before the dev split: no dev files, a marker without their count."""
+    for folder in ("leftImg8bit", "gtFine"):
+        shutil.rmtree(root / "cityscapes" / folder / "dev")
+    (root / "cityscapes" / "dev.txt").unlink()
+    marker = json.loads((root / synthetic.MARKER).read_text())
+    del marker["config"]["cityscapes_dev_count"]
+    (root / synthetic.MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+
+
+def test_a_benchmark_from_before_dev_is_regenerated_once(tmp_path, monkeypatch):
+    from cosuda import train as engine
+
     cfg = synthetic.SyntheticConfig(**dict(SMALL, gta5_count=1, synthia_count=0, cityscapes_train_count=1,
                                            cityscapes_val_count=1), cityscapes_dev_count=1)
-    synthetic.generate(tmp_path, config=cfg, workers=1, progress=False)
-    # what generator version 2 left: no dev split, a marker without its count
-    shutil.rmtree(tmp_path / "cityscapes" / "leftImg8bit" / "dev")
-    shutil.rmtree(tmp_path / "cityscapes" / "gtFine" / "dev")
-    (tmp_path / "cityscapes" / "dev.txt").unlink()
-    marker = json.loads((tmp_path / synthetic.MARKER).read_text())
-    del marker["config"]["cityscapes_dev_count"]
-    marker["version"] = 2
-    (tmp_path / synthetic.MARKER).write_text(json.dumps(marker))
-    assert not synthetic.is_complete(tmp_path) and not synthetic.is_complete(tmp_path, 0, cfg)
-    assert not synthetic.interrupted(tmp_path)  # finished, only older: not refused by the readers
-    assert synthetic.regenerate_command(tmp_path).startswith(f"python -m cosuda.synthetic --out {tmp_path}")
+    synthetic.generate(tmp_path, seed=1, config=cfg, workers=1, progress=False)
+    _as_before_dev(tmp_path)
+    assert synthetic.predates_dev(tmp_path) and not synthetic.interrupted(tmp_path)
+    assert synthetic.is_complete(tmp_path)  # finished, of this generator version: val runs use it as it is
+    assert not synthetic.is_complete(tmp_path, 1, cfg)  # but it is not the benchmark asked for
+    assert synthetic.recorded(tmp_path) == (1, dataclasses.replace(cfg, cityscapes_dev_count=100))
 
-    synthetic.ensure(tmp_path, config=cfg, progress=False)
+    synthetic.ensure(tmp_path, seed=1, config=cfg, progress=False)
     dev_image = next((tmp_path / "cityscapes" / "leftImg8bit" / "dev").rglob("*.png"))
     first = dev_image.stat().st_mtime_ns
-    assert synthetic.is_complete(tmp_path) and synthetic.is_complete(tmp_path, 0, cfg)
-    synthetic.ensure(tmp_path, config=cfg, progress=False)
+    assert synthetic.is_complete(tmp_path, 1, cfg) and not synthetic.predates_dev(tmp_path)
+    synthetic.ensure(tmp_path, seed=1, config=cfg, progress=False)
     assert dev_image.stat().st_mtime_ns == first  # once
+
+    # as the default benchmark of training: a val run leaves it be, a dev run writes it again
+    # with its recorded seed and counts (and the default dev count)
+    _as_before_dev(tmp_path)
+    monkeypatch.setattr(engine, "SYNTHETIC_ROOT", tmp_path)
+    val_image = next((tmp_path / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))
+    before = val_image.read_bytes(), val_image.stat().st_mtime_ns
+    engine.resolve_paths(make_config("synthetic-source-only", {"data_root": str(tmp_path)}))
+    assert val_image.stat().st_mtime_ns == before[1] and synthetic.predates_dev(tmp_path)
+    engine.resolve_paths(make_config("synthetic-source-only", {"data_root": str(tmp_path), "eval_split": "dev"}))
+    assert not synthetic.predates_dev(tmp_path) and synthetic.recorded(tmp_path)[0] == 1
+    assert len(data.Cityscapes(tmp_path / "cityscapes", "dev")) == synthetic.SyntheticConfig().cityscapes_dev_count
+    assert val_image.read_bytes() == before[0] and val_image.stat().st_mtime_ns != before[1]
 
 
 # --- the readers and the dataset check -------------------------------------------------------
@@ -267,5 +287,5 @@ def test_real_cityscapes_has_no_dev_and_is_refused_before_training(real_layout, 
                       + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert str(root / "cityscapes" / "leftImg8bit" / "dev") in err and "real Cityscapes has none" in err
+    assert str(root / "cityscapes" / "leftImg8bit" / "dev") in err and "Real Cityscapes has no dev split" in err
     assert not out.exists()  # refused before anything is written
