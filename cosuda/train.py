@@ -394,6 +394,11 @@ def resume_point(cfg: RunConfig, run_dir: str | Path, overrides: dict[str, Any] 
     if fixed:
         raise ConfigError(f"--override {fixed[0]}: {', '.join(_RESUME_KEYS)} shape the checkpoint's tensors and "
                           f"cannot change in a resumed run; start a new run (another --out) instead")
+    if overrides.get("eval_split", started.eval_split) != started.eval_split:
+        # one run, one split: its history and best.pt would otherwise mix val and dev
+        raise ConfigError(f"--override eval_split: {run_dir} evaluates on the target {started.eval_split} split "
+                          f"(its history and best.pt); start a new run (another --out), or evaluate its checkpoints "
+                          f"on another split with python -m cosuda.evaluate {run_dir} --split SPLIT")
     run = dataclasses.replace(started, **overrides)
     validate(run)
     if run.iterations < state["iteration"]:

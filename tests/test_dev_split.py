@@ -95,8 +95,8 @@ def with_dev(tmp_path_factory):
     roots = {}
     for seed in (0, 1):
         roots[seed] = tmp_path_factory.mktemp(f"dev_seed{seed}")
-        synthetic.generate(roots[seed], seed=seed, config=synthetic.SyntheticConfig(**SMALL, cityscapes_dev_count=3),
-                           workers=1, progress=False)
+        config = synthetic.SyntheticConfig(**SMALL, cityscapes_dev_count=3)
+        synthetic.generate(roots[seed], seed=seed, config=config, workers=1, progress=False)
     return roots
 
 
@@ -126,7 +126,8 @@ def test_every_file_but_dev_is_byte_identical_to_the_generator_before_dev(with_d
         hashes = _hashes(root)
         others = {name: sha for name, sha in hashes.items() if not _is_dev(name)}
         if seed == 0:
-            changed = sorted(n for n in VERSION2_SEED0.keys() | others.keys() if VERSION2_SEED0.get(n) != others.get(n))
+            changed = sorted(n for n in VERSION2_SEED0.keys() | others.keys()
+                             if VERSION2_SEED0.get(n) != others.get(n))
             assert not changed, f"files that differ from generator version 2: {changed}"
         else:
             assert len(others) == 28 and _digest(others) == VERSION2_SEED1_DIGEST
@@ -223,7 +224,8 @@ def test_cityscapes_reads_dev_and_the_check_covers_it(tiny_benchmark, with_dev, 
         item = dev[i]
         assert item["image"].shape == (3, 32, 64) and item["label"].shape == (32, 64)
         assert set(item["label"].unique().tolist()) <= set(range(19)) | {255}
-    listed = data.Cityscapes(tiny_benchmark / "cityscapes", "dev", list_file=tiny_benchmark / "cityscapes" / "dev.txt")
+    listed = data.Cityscapes(tiny_benchmark / "cityscapes", "dev",
+                             list_file=tiny_benchmark / "cityscapes" / "dev.txt")
     assert listed.names == dev.names
 
     report = data.check_dataset(with_dev[0], progress=False)
@@ -262,6 +264,11 @@ def test_a_run_with_eval_split_dev_evaluates_and_records_dev(tiny_benchmark, rea
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval_split"] == "dev" and metrics["finished"] and metrics["iteration"] == 2
     assert json.loads((run / "config.json").read_text())["eval_split"] == "dev"
+    # one run, one split: a resumed run cannot switch (its history and best.pt are on dev)
+    assert train_main(["--preset", "synthetic-source-only", "--out", str(run), "--resume",
+                       "--override", "eval_split=val", "--override", "iterations=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--override eval_split" in err and "target dev split" in err, err
 
     # evaluate's default split is the run's: it reproduces metrics.json; --split dev says the same
     for args in ([], ["--split", "dev"]):
