@@ -177,7 +177,7 @@ def measure_io(model, args, device) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SyntheticConfig(gta5_count=0, synthia_count=0, cityscapes_train_count=n, cityscapes_val_count=n,
-                              cityscapes_size=(2 * w, 2 * h))
+                              cityscapes_dev_count=0, cityscapes_size=(2 * w, 2 * h))
         generate(Path(tmp) / "data", seed=0, config=cfg, progress=False)
         root = Path(tmp) / "data" / "cityscapes"
         val = Cityscapes(root, "val", size=(w, h), label_size="original")

@@ -167,6 +167,9 @@ def variant_style(name: str) -> dict:
 
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# The target splits a run may evaluate on. val reports; dev (written by cosuda.synthetic only) is
+# where hyper-parameters are chosen, so that no choice is made on val (docs/preregistration.md).
+EVAL_SPLITS = ("val", "dev")
 
 
 @dataclass
@@ -190,7 +193,9 @@ class RunConfig:
     source_size: tuple = (1280, 720)
     target_size: tuple = (1024, 512)
     eval_size: tuple = (1024, 512)       # prediction size; labels stay at file resolution
-    eval_max_items: int = 0              # 0 = the whole val split
+    eval_max_items: int = 0              # 0 = the whole eval split
+    eval_split: str = "val"              # the target split evaluated into metrics.json: val (reporting) |
+                                         # dev (choosing hyper-parameters; the synthetic benchmark only)
     num_workers: int = 2
 
     # --- optimisation (section 4.1) ---
@@ -444,6 +449,7 @@ def validate(cfg: RunConfig) -> None:
     _one_of("cos_impl", cfg.cos_impl, _COS_IMPLS)
     _one_of("dict_dtype", cfg.dict_dtype, ("float32", "float16", "bfloat16"))
     _one_of("norm", cfg.norm, ("frozen_bn", "group"))
+    _one_of("eval_split", cfg.eval_split, EVAL_SPLITS)
     if cfg.backbone == "efficientnet_lite0" and cfg.norm != "frozen_bn":
         raise ConfigError(f"norm {cfg.norm!r} is not supported by backbone efficientnet_lite0; choose frozen_bn "
                           "(its ImageNet BatchNorm statistics are frozen, section 4.1)")

@@ -18,6 +18,7 @@ Nothing is skipped silently: a dataset never comes back partial or empty.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -339,9 +340,28 @@ class SYNTHIA(_PairedDataset):
         return read_synthia_label(path)
 
 
+def _dev_split_fix(root: Path) -> str:
+    """What to do where Cityscapes-layout ``root`` has no dev split: real Cityscapes has no labelled
+    split beside train and val (its test labels are withheld), so the fix is where dev comes from,
+    not how the download is laid out."""
+    from cosuda import synthetic
+
+    out = root.parent
+    if (out / synthetic.MARKER).is_file():
+        command = synthetic.regenerate_command(out).replace(" --cityscapes-dev 0", "")
+        return (f"This synthetic benchmark has no dev split (written before the split existed, or with "
+                f"--cityscapes-dev 0): write it again with `{command}`.")
+    return ("Real Cityscapes has no dev split (only the synthetic benchmark writes one, for choosing "
+            "hyper-parameters): evaluate on val (eval_split=val, --split val).")
+
+
 class Cityscapes(_PairedDataset):
     """Cityscapes: ``root/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` with
     labels ``root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png`` (8-bit labelIds).
+
+    ``split`` is any folder under leftImg8bit/: "train" and "val" in the real download; the
+    synthetic benchmark also writes "dev", a labelled split for choosing hyper-parameters
+    (a missing dev folder is an error that says where dev comes from).
 
     With ``pseudo_root``, labels come instead from ``pseudo_root/<name>``, the image's own relative
     name, holding 8-bit trainIds (255 = ignore), as written by ``cosuda.pseudo``. Pseudo-labels
@@ -356,6 +376,8 @@ class Cityscapes(_PairedDataset):
         self.split = split
         fix = ("Expected the Cityscapes layout root/leftImg8bit/<split>/<city>/*_leftImg8bit.png + "
                "root/gtFine/<split>/<city>/*_gtFine_labelIds.png (see data/README.md).")
+        if split == "dev":
+            fix = _dev_split_fix(self.root)
         _require_dir(self.root, "Cityscapes root", fix)
         refuse_incomplete_benchmark(self.root)
         self.image_dir = self.root / "leftImg8bit" / split
@@ -543,6 +565,22 @@ def _check_pair(task: str, pair) -> dict:
     return result
 
 
+def _recorded_counts(out: Path) -> dict[str, int]:
+    """The image count per part ("gta5", "synthia", "cityscapes/<split>") that the marker of a
+    finished synthetic benchmark under ``out`` records; {} without a readable, finished marker.
+    A part the marker does not name (an older generator's benchmark has no dev) is left out."""
+    from cosuda import synthetic
+
+    try:
+        saved = json.loads((out / synthetic.MARKER).read_text())
+        config = saved["config"] if saved.get("complete") is True else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    fields = {"gta5": "gta5_count", "synthia": "synthia_count", "cityscapes/train": "cityscapes_train_count",
+              "cityscapes/val": "cityscapes_val_count", "cityscapes/dev": "cityscapes_dev_count"}
+    return {part: int(config[field]) for part, field in fields.items() if isinstance(config.get(field), int)}
+
+
 def check_dataset(root, task: str | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Decode every image and label under ``root`` and report what a training run would trip on.
 
@@ -555,7 +593,9 @@ def check_dataset(root, task: str | None = None, workers: int | None = None, pro
       "root" (str), "tasks" (the datasets checked), "ok" (bool: no problem),
       "problems": one line per problem, each naming its file (missing image or label,
           unreadable or truncated file, label values outside the dataset's label ids,
-          image/label size mismatch, a synthetic benchmark whose generation was interrupted),
+          image/label size mismatch, a synthetic benchmark whose generation was interrupted, or
+          whose part -- the dev split included -- holds another number of images than its marker
+          records),
       "parts": {part: {"root", "pairs", "images", "labels", "image_sizes" {"WxH": count},
           "label_values" (sorted raw ids seen), "size_mismatches"}} with part "gta5", "synthia",
           "cityscapes/<split>".
@@ -616,6 +656,16 @@ def check_dataset(root, task: str | None = None, workers: int | None = None, pro
         report["label_values"] = sorted(report["label_values"])
         if report["images"] == 0:
             problems.append(f"{report['root']}: no image in {part}")
+    # A split deleted whole (e.g. dev) leaves no folder to scan: the marker says it should be there.
+    for part, count in _recorded_counts(marker_root).items():
+        if part.split("/")[0] not in datasets:
+            continue
+        # images, not pairs: a missing label is already a problem line of its own
+        images = parts[part]["images"] if part in parts else 0
+        if images != count:
+            problems.append(
+                f"{marker_root / synthetic.MARKER}: records {count} {part} images but {images} are there; "
+                f"write the benchmark again with `{synthetic.regenerate_command(marker_root)}`")
     return {"root": str(root), "tasks": list(datasets), "ok": not problems, "problems": problems, "parts": parts}
 
 
@@ -633,7 +683,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m cosuda.data check ROOT [--task TASK]``: 0 when every file decodes and pairs,
     1 when a problem was found (one line each on stderr), 2 for a bad command line or root."""
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(prog="python -m cosuda.data",
                                      description="Readers for GTA5, SYNTHIA and Cityscapes; checks a dataset on disk.")

@@ -1,6 +1,6 @@
 """Evaluate a finished or interrupted training run on the target split of its configuration.
 
-    python -m cosuda.evaluate RUN_DIR [--checkpoint last|best|PATH] [--split val]
+    python -m cosuda.evaluate RUN_DIR [--checkpoint last|best|PATH] [--split val|dev]
                               [--max-items N] [--data-root DIR] [--device auto|cpu|cuda]
 
 Prints exactly one JSON line on stdout (progress and information go to stderr):
@@ -9,8 +9,9 @@ prediction and ground truth), "class_names", "iteration", "checkpoint", "split",
 mIoU in percent rounded to 4 decimals like RUN_DIR/metrics.json. The protocol is the run's own
 (the one training evaluated with): images resized to the run's `eval_size` (bicubic), logits
 upsampled bilinearly to the label files' resolution, argmax, one confusion matrix over the
-split; the run's precision on the chosen device. Evaluating the newest checkpoint of a finished
-run therefore reproduces the final numbers of its metrics.json.
+split; the run's precision on the chosen device. The split is the run's `eval_split` (val, or the
+synthetic benchmark's dev split) unless --split names another. Evaluating the newest checkpoint
+of a finished run therefore reproduces the final numbers of its metrics.json.
 
 Checkpoints: `last` is the newest RUN_DIR/checkpoints/iter_*.pt, `best` is
 RUN_DIR/checkpoints/best.pt (the weights of the run's best-mIoU19 evaluation), anything else is
@@ -211,7 +212,7 @@ def _round(x: Any) -> float | None:
     return _json_float(float(x))
 
 
-def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path = "last", split: str = "val",
+def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path = "last", split: str | None = None,
                         max_items: int | None = None, data_root: str | Path | None = None,
                         target: str | Path | None = None, device: str | torch.device = "auto",
                         precision: str = "run", num_workers: int | None = None,
@@ -219,7 +220,9 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path = "last", sp
     """mIoU of a run's checkpoint on the target `split` (Cityscapes layout) of its configuration.
 
     run_dir: a training run folder; checkpoint: "last" (newest iter_*.pt), "best" (best.pt) or a
-    file. max_items: the first N images of the split; None: the run's `eval_max_items` (0 there
+    file. split: a folder under the target's leftImg8bit/ ("val", "dev" (the synthetic benchmark's
+    split for choosing hyper-parameters), "train"); None: the run's `eval_split`.
+    max_items: the first N images of the split; None: the run's `eval_max_items` (0 there
     means all), 0: all. data_root / target: where the data is now (see `target_root`).
     device, precision: see `load_run`. num_workers: reader processes (None: the run's).
     Returns a JSON-serialisable dict: "miou19", "miou16", "miou13" (floats in percent rounded
@@ -234,6 +237,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path = "last", sp
 
     run = load_run(run_dir, checkpoint, device, precision)
     cfg = run.cfg
+    split = cfg.eval_split if split is None else split
     root = target_root(cfg, data_root, target)
     try:
         dataset = Cityscapes(root, split, size=tuple(cfg.eval_size), label_size="original")
@@ -278,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run folder (the --out of cosuda.train)")
     parser.add_argument("--checkpoint", default="last",
                         help="last (newest checkpoints/iter_*.pt), best (checkpoints/best.pt) or a .pt file")
-    parser.add_argument("--split", default="val", help="target split to evaluate on (Cityscapes layout)")
+    parser.add_argument("--split", default=None,
+                        help="target split to evaluate on (a folder under leftImg8bit/): val, dev (the synthetic "
+                             "benchmark's split for choosing hyper-parameters) or train; None: the run's eval_split")
     parser.add_argument("--max-items", type=int, default=None,
                         help="evaluate the first N images only; None: the run's eval_max_items; 0: all")
     parser.add_argument("--data-root", default=None,

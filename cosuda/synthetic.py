@@ -6,8 +6,14 @@ unchanged)::
 
     OUT/gta5/images/00001.png        OUT/gta5/labels/00001.png        palette PNG of labelIds
     OUT/synthia/RGB/0000000.png      OUT/synthia/GT/LABELS/0000000.png 16-bit, id in red channel
-    OUT/cityscapes/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
-    OUT/cityscapes/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+    OUT/cityscapes/leftImg8bit/{train,val,dev}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    OUT/cityscapes/gtFine/{train,val,dev}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+
+The target has three splits: ``train`` (its labels are never read by adaptation), ``val`` (the
+reporting split) and ``dev``, a labelled split in val's format that real Cityscapes does not
+have: hyper-parameters are chosen on it so that val is used only to report
+(docs/preregistration.md). Each split is drawn from a random stream of its own, so dev shares no
+image with train or val, and adding it changed no byte of the other files.
 
 Each image is a street scene seen by a pinhole camera (road, sidewalks, buildings with windows,
 walls, fences, poles, traffic lights and signs, trees, terrain, sky, people, riders and
@@ -55,25 +61,32 @@ from cosuda import labels
 from cosuda.cli import prog
 
 __all__ = ["DEFAULT_ROOT", "SyntheticConfig", "generate", "ensure", "is_complete", "interrupted",
-           "regenerate_command", "Domain", "make_domain",
+           "recorded", "predates_dev", "regenerate_command", "Domain", "make_domain",
            "render_scene", "main"]
 
 from cosuda.paths import SYNTHETIC_ROOT as DEFAULT_ROOT  # noqa: E402  (<HOME>/data/synthetic)
 MARKER = "cosuda_synthetic.json"
-GENERATOR_VERSION = 2  # bump when the drawing changes: ensure() then regenerates
+# Bump when the drawing changes: ensure() and training then regenerate. Not bumped for the dev
+# split (issue 22), which changed no byte of the other files: a benchmark written before it has a
+# marker without "cityscapes_dev_count" (`predates_dev`), which ensure() regenerates once, and a
+# run with eval_split=dev regenerates too; every other run keeps using it.
+GENERATOR_VERSION = 2
 
 TRAIN_CITIES = ("aachen", "bochum", "bremen", "cologne")
 VAL_CITIES = ("frankfurt", "lindau", "munster")
+DEV_CITIES = ("berlin", "bielefeld", "bonn")  # real Cityscapes' test cities: no name is shared
 
 
 @dataclass
 class SyntheticConfig:
-    """Image counts and resolutions (W, H) of the three generated datasets."""
+    """Image counts and resolutions (W, H) of the three generated datasets. The Cityscapes-like
+    target has three splits: train, val (reporting) and dev (choosing hyper-parameters)."""
 
     gta5_count: int = 360
     synthia_count: int = 360
     cityscapes_train_count: int = 360
     cityscapes_val_count: int = 100
+    cityscapes_dev_count: int = 100
     gta5_size: tuple = (320, 180)
     synthia_size: tuple = (320, 190)
     cityscapes_size: tuple = (320, 160)
@@ -85,7 +98,8 @@ class SyntheticConfig:
             if len(size) != 2 or min(size) < 16:
                 raise ValueError(f"{field} must be (W, H) with both at least 16, got {size}")
             setattr(self, field, size)
-        for field in ("gta5_count", "synthia_count", "cityscapes_train_count", "cityscapes_val_count"):
+        for field in ("gta5_count", "synthia_count", "cityscapes_train_count", "cityscapes_val_count",
+                      "cityscapes_dev_count"):
             if int(getattr(self, field)) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
         if not 0.0 <= float(self.gap) <= 1.0:
@@ -754,11 +768,15 @@ def _finish_look(rgb, codes, shade, domain: Domain, rng) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # Writing the datasets
 # ------------------------------------------------------------------------------------------
-_DOMAIN_CODE = {"gta5": 1, "synthia": 2, "cityscapes/train": 3, "cityscapes/val": 4}
+# Image i of a part is drawn from the stream (seed, code, i): a new part takes a new code, so the
+# images of the others stay byte-identical and the new one repeats none of theirs.
+_DOMAIN_CODE = {"gta5": 1, "synthia": 2, "cityscapes/train": 3, "cityscapes/val": 4, "cityscapes/dev": 5}
+_SPLIT_CITIES = {"train": TRAIN_CITIES, "val": VAL_CITIES, "dev": DEV_CITIES}
 
 
 def _cityscapes_name(split: str, index: int) -> str:
-    cities = TRAIN_CITIES if split == "train" else VAL_CITIES
+    """The image path of a Cityscapes-like split's image ``index``, relative to leftImg8bit/<split>/."""
+    cities = _SPLIT_CITIES[split]
     city = cities[index % len(cities)]
     return f"{city}/{city}_{index // len(cities):06d}_000019_leftImg8bit.png"
 
@@ -817,7 +835,8 @@ def _init_worker() -> None:
 def _jobs(out: Path, seed: int, cfg: SyntheticConfig) -> list:
     parts = [("gta5", cfg.gta5_count, cfg.gta5_size), ("synthia", cfg.synthia_count, cfg.synthia_size),
              ("cityscapes/train", cfg.cityscapes_train_count, cfg.cityscapes_size),
-             ("cityscapes/val", cfg.cityscapes_val_count, cfg.cityscapes_size)]
+             ("cityscapes/val", cfg.cityscapes_val_count, cfg.cityscapes_size),
+             ("cityscapes/dev", cfg.cityscapes_dev_count, cfg.cityscapes_size)]
     return [(out, part, i, seed, size, cfg.gap) for part, n, size in parts for i in range(n)]
 
 
@@ -843,7 +862,8 @@ def generate(out=DEFAULT_ROOT, seed: int = 0, config: SyntheticConfig | None = N
              workers: int | None = None, progress: bool = True) -> dict:
     """Write the three datasets under ``out`` (a previous generation there is replaced).
 
-    Returns a summary dict: root, seed, counts per part, bytes written, seconds, config.
+    Returns a summary dict: root, seed, counts (images per part: gta5, synthia, cityscapes_train,
+    cityscapes_val, cityscapes_dev), bytes written, seconds, config.
     ``workers`` processes render in parallel (default: up to 4, the CPU count); the files do
     not depend on it.
     """
@@ -873,13 +893,15 @@ def generate(out=DEFAULT_ROOT, seed: int = 0, config: SyntheticConfig | None = N
     # List files in the reference code bases' format, one relative image path per line.
     _write_list(out / "gta5" / "train.txt", [f"{i + 1:05d}.png" for i in range(cfg.gta5_count)])
     _write_list(out / "synthia" / "train.txt", [f"{i:07d}.png" for i in range(cfg.synthia_count)])
-    for split, n in (("train", cfg.cityscapes_train_count), ("val", cfg.cityscapes_val_count)):
+    for split, n in (("train", cfg.cityscapes_train_count), ("val", cfg.cityscapes_val_count),
+                     ("dev", cfg.cityscapes_dev_count)):
         _write_list(out / "cityscapes" / f"{split}.txt", [_cityscapes_name(split, i) for i in range(n)])
     (out / MARKER).write_text(_marker(seed, cfg, complete=True))
     return {
         "root": str(out), "seed": int(seed),
         "counts": {"gta5": cfg.gta5_count, "synthia": cfg.synthia_count,
-                   "cityscapes_train": cfg.cityscapes_train_count, "cityscapes_val": cfg.cityscapes_val_count},
+                   "cityscapes_train": cfg.cityscapes_train_count, "cityscapes_val": cfg.cityscapes_val_count,
+                   "cityscapes_dev": cfg.cityscapes_dev_count},
         "bytes": total, "seconds": time.perf_counter() - start, "config": dataclasses.asdict(cfg),
     }
 
@@ -914,19 +936,39 @@ def interrupted(out) -> bool:
         return True
 
 
+def recorded(out) -> tuple[int, SyntheticConfig]:
+    """(seed, SyntheticConfig) that the marker under ``out`` records; a count it does not name takes
+    its default (a marker from before the dev split: 100 dev images). (0, the defaults) where the
+    marker is missing or cannot be read."""
+    try:
+        saved = json.loads((Path(out) / MARKER).read_text())
+        return int(saved["seed"]), SyntheticConfig(**saved["config"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, SyntheticConfig()
+
+
+def predates_dev(out) -> bool:
+    """Whether ``out`` holds a finished benchmark written before the dev split existed: its marker
+    records no ``cityscapes_dev_count`` (and there is no cityscapes/leftImg8bit/dev/). False for
+    anything else, a benchmark generated with ``--cityscapes-dev 0`` included."""
+    try:
+        saved = json.loads((Path(out) / MARKER).read_text())
+        finished, config = saved.get("complete") is True, saved["config"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    dev_folder = Path(out) / "cityscapes" / "leftImg8bit" / "dev"
+    return finished and "cityscapes_dev_count" not in config and not dev_folder.is_dir()
+
+
 def regenerate_command(out) -> str:
     """The command that writes the benchmark under ``out`` again with the seed, counts and sizes its
     marker records (the defaults where the marker cannot be read)."""
-    seed, cfg = 0, SyntheticConfig()
-    try:
-        saved = json.loads((Path(out) / MARKER).read_text())
-        seed, cfg = int(saved["seed"]), SyntheticConfig(**saved["config"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    seed, cfg = recorded(out)
     default = SyntheticConfig()
     options = {"--gta5": "gta5_count", "--synthia": "synthia_count", "--cityscapes-train": "cityscapes_train_count",
-               "--cityscapes-val": "cityscapes_val_count", "--gta5-size": "gta5_size",
-               "--synthia-size": "synthia_size", "--cityscapes-size": "cityscapes_size", "--gap": "gap"}
+               "--cityscapes-val": "cityscapes_val_count", "--cityscapes-dev": "cityscapes_dev_count",
+               "--gta5-size": "gta5_size", "--synthia-size": "synthia_size", "--cityscapes-size": "cityscapes_size",
+               "--gap": "gap"}
     args = [f"python -m cosuda.synthetic --out {out}"] + ([f"--seed {seed}"] if seed else [])
     for option, field in options.items():
         value = getattr(cfg, field)
@@ -938,7 +980,8 @@ def regenerate_command(out) -> str:
 def ensure(out=DEFAULT_ROOT, seed: int = 0, config: SyntheticConfig | None = None,
            progress: bool = True) -> Path:
     """Generate the benchmark under ``out`` unless a complete one with the same seed, config and
-    generator version is already there. Returns ``out`` as a Path."""
+    generator version is already there (one written before the dev split is not: its marker lacks
+    the dev count). Returns ``out`` as a Path."""
     out = Path(out)
     if not is_complete(out, seed, config):
         generate(out, seed, config or SyntheticConfig(), progress=progress)
@@ -969,7 +1012,11 @@ def main(argv=None) -> int:
     parser.add_argument("--gta5", type=int, default=d.gta5_count, help="GTA5-like images")
     parser.add_argument("--synthia", type=int, default=d.synthia_count, help="SYNTHIA-like images")
     parser.add_argument("--cityscapes-train", type=int, default=d.cityscapes_train_count)
-    parser.add_argument("--cityscapes-val", type=int, default=d.cityscapes_val_count)
+    parser.add_argument("--cityscapes-val", type=int, default=d.cityscapes_val_count,
+                        help="Cityscapes-like val images (the reporting split)")
+    parser.add_argument("--cityscapes-dev", type=int, default=d.cityscapes_dev_count,
+                        help="Cityscapes-like dev images (labelled, for choosing hyper-parameters; "
+                             "disjoint from train and val)")
     parser.add_argument("--gta5-size", type=_parse_size, default=d.gta5_size, metavar="WxH")
     parser.add_argument("--synthia-size", type=_parse_size, default=d.synthia_size, metavar="WxH")
     parser.add_argument("--cityscapes-size", type=_parse_size, default=d.cityscapes_size, metavar="WxH")
@@ -978,15 +1025,18 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        cfg = SyntheticConfig(args.gta5, args.synthia, args.cityscapes_train, args.cityscapes_val,
-                              args.gta5_size, args.synthia_size, args.cityscapes_size, args.gap)
+        cfg = SyntheticConfig(gta5_count=args.gta5, synthia_count=args.synthia,
+                              cityscapes_train_count=args.cityscapes_train, cityscapes_val_count=args.cityscapes_val,
+                              cityscapes_dev_count=args.cityscapes_dev, gta5_size=args.gta5_size,
+                              synthia_size=args.synthia_size, cityscapes_size=args.cityscapes_size, gap=args.gap)
         summary = generate(args.out, args.seed, cfg, workers=args.workers, progress=not args.no_progress)
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     c = summary["counts"]
     print(f"wrote {c['gta5']} GTA5-like, {c['synthia']} SYNTHIA-like, {c['cityscapes_train']} + "
-          f"{c['cityscapes_val']} Cityscapes-like (train + val) images to {summary['root']}: "
+          f"{c['cityscapes_val']} + {c['cityscapes_dev']} Cityscapes-like (train + val + dev) images to "
+          f"{summary['root']}: "
           f"{summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.1f} s (seed {summary['seed']})")
     return 0
 

@@ -4,7 +4,7 @@
 
 Tags:
     train/<key>              every row of scalars.jsonl (loss terms, lr, lr_<group>, it_per_s, time)
-    eval/miou19, miou16, miou13      each evaluation on target val
+    eval/miou19, miou16, miou13      each evaluation on the target eval split (val, or dev: eval_split)
     eval_iou/<class name>    per-class IoU (spaces as underscores: eval_iou/traffic_light)
     alignment/<measure>      the alignment probe's measures (cosuda/alignment.py), when it is on
     eval_losses/<term>       the mean loss terms since the previous evaluation

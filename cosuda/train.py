@@ -6,17 +6,17 @@
     python -m cosuda.train --pseudo-labels-from runs/source-only [--out DIR]
 
 What a step does lives in `cosuda.uda`; this file sets up data, model, optimisers and the
-schedule, and makes runs trustworthy: everything is checked before the first step, progress
-is shown, target val is evaluated every `eval_every` iterations into `metrics.json`, and the
-whole training state (`TrainingState`: model, optimisers, schedulers, discriminator,
-dictionaries, iteration, RNG states, history) is written atomically every `checkpoint_every`
-iterations, before every evaluation and when the run is interrupted (Ctrl-C, SIGTERM), so
-`--resume` continues the same run (`--resume auto`: if there is a checkpoint, which is what batch
-and requeued cluster jobs pass) with the configuration it was started with: a `--set` that
-differs is refused, `--resume --override KEY=VALUE` changes it on purpose and is recorded. One
-process writes a run folder (`cosuda.runfolder`: a lock, whole files, a full disk or an
-unreadable image as one line). Read `train` -> `_train` (set-up and resume) -> `_loop` (one
-iteration a pass).
+schedule, and makes runs trustworthy: everything is checked before the first step, progress is
+shown, target val (or dev: `eval_split`) is evaluated every `eval_every` iterations into
+`metrics.json`, and the whole training state (`TrainingState`: model, optimisers, schedulers,
+discriminator, dictionaries, iteration, RNG states, history) is written atomically every
+`checkpoint_every` iterations, before every evaluation and when the run is interrupted (Ctrl-C,
+SIGTERM), so `--resume` continues the same run (`--resume auto`: if there is a checkpoint, which
+is what batch and requeued cluster jobs pass) with the configuration it was started with: a
+`--set` that differs is refused, `--resume --override KEY=VALUE` changes it on purpose and is
+recorded. One process writes a run folder (`cosuda.runfolder`: a lock, whole files, a full disk
+or an unreadable image as one line). Read `train` -> `_train` (set-up and resume) -> `_loop`
+(one iteration a pass).
 
 Every run writes `config.json`: the resolved configuration, what its weights and pseudo-labels
 came from (`inputs`) and the provenance of the run (`cosuda.provenance`: commit, versions, CPU,
@@ -75,13 +75,19 @@ def resolve_paths(cfg: RunConfig) -> Paths:
     """Find the data folders of a run, generating the synthetic benchmark if it is the default."""
     data_root = Path(cfg.data_root) if cfg.data_root else None
     if data_root is not None and data_root.resolve() == SYNTHETIC_ROOT.resolve():
-        from .synthetic import generate, is_complete
+        from .synthetic import generate, is_complete, predates_dev, recorded
 
         # Generate a missing or half-written default benchmark; keep a complete one, whatever
-        # seed or sizes the user chose for it.
+        # seed or sizes the user chose for it. One written before the dev split serves val runs
+        # as it is (the same bytes); a dev run writes it again with its own seed and counts.
         if dist.is_main() and not is_complete(data_root):
             print(f"[cosuda] generating the synthetic benchmark under {data_root}", flush=True)
             generate(data_root, seed=0)
+        elif dist.is_main() and cfg.eval_split == "dev" and predates_dev(data_root):
+            print(f"[cosuda] the synthetic benchmark under {data_root} predates the dev split: "
+                  "writing it again with one", flush=True)
+            seed, config = recorded(data_root)
+            generate(data_root, seed=seed, config=config)
         dist.barrier()
     if data_root is not None and not data_root.is_dir():
         raise ConfigError(f"data_root {data_root} does not exist; point --set data_root=... at the folder "
@@ -113,7 +119,10 @@ class _WithoutLabels(Dataset):
 
 
 def build_datasets(cfg: RunConfig, paths: Paths):
-    """(source train, target train, target val) for `cfg`; raises naming any missing file."""
+    """(source train, target train, target eval split) for `cfg`: the last is `cfg.eval_split` of the
+    target ("val" to report, "dev" to choose hyper-parameters on), at `eval_size` with labels at file
+    resolution, its first `eval_max_items` if set. Raises naming any missing file or folder (real
+    Cityscapes has no dev split: `Cityscapes` says so)."""
     from .data import GTA5, SYNTHIA, Cityscapes, DatasetError
 
     image_dir = cfg.source_image_dir or None
@@ -134,10 +143,10 @@ def build_datasets(cfg: RunConfig, paths: Paths):
         target = Cityscapes(paths.target, "train", size=tuple(cfg.target_size))
         if not cfg.flags.target_labels:
             target = _WithoutLabels(target)
-    val = Cityscapes(paths.target, "val", size=tuple(cfg.eval_size), label_size="original")
+    evaluated = Cityscapes(paths.target, cfg.eval_split, size=tuple(cfg.eval_size), label_size="original")
     if cfg.eval_max_items:
-        val = torch.utils.data.Subset(val, range(min(cfg.eval_max_items, len(val))))
-    return source, target, val
+        evaluated = torch.utils.data.Subset(evaluated, range(min(cfg.eval_max_items, len(evaluated))))
+    return source, target, evaluated
 
 
 class StepSampler(Sampler):
@@ -385,6 +394,11 @@ def resume_point(cfg: RunConfig, run_dir: str | Path, overrides: dict[str, Any] 
     if fixed:
         raise ConfigError(f"--override {fixed[0]}: {', '.join(_RESUME_KEYS)} shape the checkpoint's tensors and "
                           f"cannot change in a resumed run; start a new run (another --out) instead")
+    if overrides.get("eval_split", started.eval_split) != started.eval_split:
+        # one run, one split: its history and best.pt would otherwise mix val and dev
+        raise ConfigError(f"--override eval_split: {run_dir} evaluates on the target {started.eval_split} split "
+                          f"(its history and best.pt); start a new run (another --out), or evaluate its checkpoints "
+                          f"on another split with python -m cosuda.evaluate {run_dir} --split SPLIT")
     run = dataclasses.replace(started, **overrides)
     validate(run)
     if run.iterations < state["iteration"]:
@@ -781,7 +795,7 @@ class _StopFlag:
 
 @dataclass
 class Prepared:
-    """What `prepare` checked: the run folder, (source train, target train, target val) and the
+    """What `prepare` checked: the run folder, (source train, target train, target eval split) and the
     checkpoint to resume from (None for a new run) with its path."""
 
     run_dir: Path
@@ -870,7 +884,7 @@ class _Run:
     preset: str | None
     precision: str
     autocast: Callable
-    val: Dataset
+    val: Dataset                         # the target split evaluated: cfg.eval_split (val or dev)
     probe: dict | None                   # the alignment probe (see `alignment_probe`)
     start: int                           # the iteration this process started at
     bar: Any = None
@@ -1030,7 +1044,8 @@ def _log_step(state: TrainingState, run: _Run, logs: dict[str, float], seconds: 
 
 
 def _evaluate(state: TrainingState, run: _Run) -> dict:
-    """Target val (and the alignment probe) into the history, best.pt and metrics.json."""
+    """The target eval split (val or dev, and the alignment probe) into the history, best.pt and
+    metrics.json."""
     from .data import DatasetError
 
     cfg = state.cfg
@@ -1038,9 +1053,9 @@ def _evaluate(state: TrainingState, run: _Run) -> dict:
         result = evaluate_run(state.model, run.val, state.device, run.autocast, progress=False,
                               num_workers=cfg.num_workers, probe=run.probe)
     except DatasetError as e:
-        raise RunError(f"evaluation at iteration {state.iteration} stopped at an unreadable val file: {_reason(e)}; "
-                       f"the training up to it is in {checkpoint_path(run.run_dir, state.iteration)}: fix or "
-                       "replace the file, then resume with --resume (the evaluation is repeated)") from None
+        raise RunError(f"evaluation at iteration {state.iteration} stopped at an unreadable {cfg.eval_split} file: "
+                       f"{_reason(e)}; the training up to it is in {checkpoint_path(run.run_dir, state.iteration)}: "
+                       "fix or replace the file, then resume with --resume (the evaluation is repeated)") from None
     state.step.model.train()
     best_before = max((h["miou19"] for h in state.history if h["miou19"] is not None), default=None)
     row = {"iteration": state.iteration, **{k: _json_float(result[k]) for k in ("miou19", "miou16", "miou13")},
@@ -1081,6 +1096,8 @@ def _write_metrics(state: TrainingState, run: _Run, final: bool) -> dict:
     best = max(history, key=lambda h: h["miou19"] if h["miou19"] is not None else -1) if history else {}
     metrics = {
         "preset": run.preset, "variant": cfg.variant, "seed": cfg.seed, "finished": final,
+        # which target split every mIoU below is on: val reports, dev chose (docs/preregistration.md)
+        "eval_split": cfg.eval_split,
         "iteration": last.get("iteration", 0), "miou19": last.get("miou19"), "miou16": last.get("miou16"),
         "miou13": last.get("miou13"), "per_class_iou": last.get("per_class_iou"),
         "class_names": list(CLASS_NAMES),

@@ -20,7 +20,7 @@ def tiny_benchmark(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_benchmark")
     generate(root, seed=0, config=SyntheticConfig(
-        gta5_count=6, synthia_count=4, cityscapes_train_count=6, cityscapes_val_count=3,
+        gta5_count=6, synthia_count=4, cityscapes_train_count=6, cityscapes_val_count=3, cityscapes_dev_count=3,
         gta5_size=(64, 36), synthia_size=(64, 38), cityscapes_size=(64, 32)), progress=False)
     return root
 

@@ -26,7 +26,7 @@ def benchmark(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("check_benchmark")
     generate(root, seed=0, workers=1, progress=False, config=SyntheticConfig(
-        gta5_count=3, synthia_count=3, cityscapes_train_count=3, cityscapes_val_count=3,
+        gta5_count=3, synthia_count=3, cityscapes_train_count=3, cityscapes_val_count=3, cityscapes_dev_count=3,
         gta5_size=(64, 36), synthia_size=(64, 38), cityscapes_size=(64, 32)))
     return root
 
@@ -48,7 +48,7 @@ def _problems(root, capsys, *args) -> list[str]:
 def test_a_clean_benchmark_passes_with_counts_sizes_and_label_values(benchmark, capsys):
     report = check_dataset(benchmark, progress=False)
     assert report["ok"] and report["problems"] == [] and report["tasks"] == ["gta5", "synthia", "cityscapes"]
-    assert set(report["parts"]) == {"gta5", "synthia", "cityscapes/train", "cityscapes/val"}
+    assert set(report["parts"]) == {"gta5", "synthia", "cityscapes/train", "cityscapes/val", "cityscapes/dev"}
     assert all(p["pairs"] == p["images"] == p["labels"] == 3 for p in report["parts"].values())
     assert report["parts"]["gta5"]["image_sizes"] == {"64x36": 3}
     assert report["parts"]["synthia"]["image_sizes"] == {"64x38": 3}
@@ -56,7 +56,7 @@ def test_a_clean_benchmark_passes_with_counts_sizes_and_label_values(benchmark, 
     assert json.loads(json.dumps(report)) == report
     assert data_main(["check", str(benchmark), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "gta5: 3 image/label pairs" in out and "ok: 24 files decoded" in out
+    assert "gta5: 3 image/label pairs" in out and "ok: 30 files decoded" in out
     # one dataset of it, its layout named or detected, and the dataset chosen in a data root
     for args in ([str(benchmark / "synthia")], [str(benchmark / "cityscapes"), "--task", "cityscapes"],
                  [str(benchmark), "--task", "gta5"]):

@@ -46,7 +46,7 @@ def tiny(tmp_path_factory):
     try:
         root = tmp_path_factory.mktemp("eval_benchmark")
         generate(root, seed=0, workers=1, progress=False, config=SyntheticConfig(
-            gta5_count=4, synthia_count=0, cityscapes_train_count=4, cityscapes_val_count=3,
+            gta5_count=4, synthia_count=0, cityscapes_train_count=4, cityscapes_val_count=3, cityscapes_dev_count=0,
             gta5_size=(64, 36), cityscapes_size=CITY_SIZE))
         run = tmp_path_factory.mktemp("eval_run") / "run"
         train(make_config("synthetic-source-only", dict(OVERRIDES, data_root=str(root))), run)
@@ -314,7 +314,8 @@ def test_help_lists_defaults(module, capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "--checkpoint" in text and "(default: last)" in text and "--device" in text
-    assert ("(default: val)" in text) if module == "cosuda.evaluate" else ("--out" in text)
+    # --split: the run's own eval_split (val, or dev), so that `evaluate RUN` reproduces its metrics.json
+    assert ("the run's eval_split" in text) if module == "cosuda.evaluate" else ("--out" in text)
 
 
 # --- unreadable images and an interrupted benchmark (issue 21, items 4 and 5) ----------------

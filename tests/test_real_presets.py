@@ -39,7 +39,7 @@ def real_layout(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("real_layout")
     generate(root, seed=0, progress=False, workers=1, config=SyntheticConfig(
-        gta5_count=2, synthia_count=2, cityscapes_train_count=3, cityscapes_val_count=2,
+        gta5_count=2, synthia_count=2, cityscapes_train_count=3, cityscapes_val_count=2, cityscapes_dev_count=0,
         gta5_size=(1914, 1052), synthia_size=(1280, 760), cityscapes_size=(2048, 1024)))
     return root
 

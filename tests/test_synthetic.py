@@ -10,7 +10,7 @@ import pytest
 from cosuda import data, labels, synthetic
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = dict(gta5_count=3, synthia_count=3, cityscapes_train_count=2, cityscapes_val_count=1,
+TINY = dict(gta5_count=3, synthia_count=3, cityscapes_train_count=2, cityscapes_val_count=1, cityscapes_dev_count=1,
             gta5_size=(64, 36), synthia_size=(64, 38), cityscapes_size=(64, 32))
 
 
@@ -40,7 +40,8 @@ def test_layout_and_summary(tiny):
             "cityscapes/leftImg8bit/val/frankfurt/frankfurt_000000_000019_leftImg8bit.png",
             "cityscapes/gtFine/val/frankfurt/frankfurt_000000_000019_gtFine_labelIds.png",
             "gta5/train.txt", "cityscapes/val.txt", synthetic.MARKER} <= set(files)
-    assert summary["counts"] == {"gta5": 3, "synthia": 3, "cityscapes_train": 2, "cityscapes_val": 1}
+    assert summary["counts"] == {"gta5": 3, "synthia": 3, "cityscapes_train": 2, "cityscapes_val": 1,
+                                 "cityscapes_dev": 1}
     pngs = sum(len(b) for name, b in files.items() if name.endswith(".png"))
     assert summary["bytes"] == pngs and summary["seconds"] > 0
 
@@ -52,7 +53,7 @@ def test_same_seed_same_bytes_and_image_i_independent_of_count(tiny, tmp_path):
                        progress=False)
     a, b = _files(out), _files(tmp_path / "b")
     common = [n for n in b if n.endswith(".png")]
-    assert len(common) == 2 * (2 + 1 + 2 + 1)
+    assert len(common) == 2 * (2 + 1 + 2 + 1 + 1)
     assert all(a[n] == b[n] for n in common)
     synthetic.generate(tmp_path / "c", seed=1, config=synthetic.SyntheticConfig(**TINY), progress=False)
     c = _files(tmp_path / "c")
