@@ -47,16 +47,22 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def load(root: str | Path = PUBLISHED, task: str = "gta5", finished_only: bool = True) -> dict[str, dict[int, dict]]:
+def load(root: str | Path = PUBLISHED, task: str = "gta5", finished_only: bool = True,
+         split: str = "val") -> dict[str, dict[int, dict]]:
     """{variant: {seed: metrics}} of the runs under <root>/<task>/<variant>/seed<N>/ (the planner's
     runs folder, or a published one); each metrics dict carries its config.json as "config".
-    Unfinished runs are not results (left out unless `finished_only=False`); `_prep` is not a row."""
+    Unfinished runs are not results (left out unless `finished_only=False`); `_prep` is not a row.
+    Every run must have been evaluated on `split` (its metrics.json's "eval_split", "val" when
+    absent): a dev-split selection run mixed into a reported table is an error, never a row."""
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted((Path(root) / task).glob("*/seed*/metrics.json")):
         variant, seed = path.parent.parent.name, path.parent.name[4:]
         metrics = _read(path)
         if variant.startswith("_") or not seed.isdigit() or metrics is None:
             continue
+        if metrics.get("eval_split", "val") != split:
+            raise ValueError(f"{path} was evaluated on the {metrics['eval_split']!r} split, not {split!r}: "
+                             f"selection runs belong under a folder of their own (docs/preregistration.md)")
         if finished_only and not metrics.get("finished", True):
             continue
         metrics["config"] = _read(path.parent / "config.json")

@@ -386,3 +386,15 @@ def test_every_published_result_has_its_config_and_provenance_beside_it():
             assert key in prov, (seed_dir, key)
             assert prov[key] is not None or prov.get("recorded") is False, (seed_dir, key)
         assert str(HOME) + "/" not in json.dumps(config), f"{seed_dir}: a path of this clone, not relative to it"
+
+
+def test_load_refuses_a_run_evaluated_on_another_split(tmp_path):
+    from cosuda import results
+
+    run = tmp_path / "gta5" / "ours" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"miou19": 30.0, "finished": True, "eval_split": "dev"}))
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="evaluated on the 'dev' split"):
+        results.load(tmp_path, "gta5")
+    assert results.load(tmp_path, "gta5", split="dev")["ours"][0]["miou19"] == 30.0
