@@ -282,8 +282,18 @@ def run(jobs: list[Job], executor: str = "local", parallel: int = 1, gpus=None, 
     running: dict = {}
     start_all = last_status = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=max(1, slots.qsize()))
+    # Ctrl-C as a flag, acted on between waits: a KeyboardInterrupt raised anywhere could land
+    # while this thread holds a future's lock (inside concurrent.futures.wait), and the workers
+    # would then block for ever on set_result. Inline jobs run in this thread: Ctrl-C must reach
+    # their training loop as usual.
+    interrupted = threading.Event()
+    previous = None
+    if executor != "inline" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
     try:
         while pending or running:
+            if interrupted.is_set():
+                raise KeyboardInterrupt
             started = False
             for job in list(pending):
                 failed = [a for a in job.after if a in results and not results[a].ok]
@@ -309,7 +319,7 @@ def run(jobs: list[Job], executor: str = "local", parallel: int = 1, gpus=None, 
                 break
             if not running:
                 continue
-            finished, _ = wait(list(running), timeout=2, return_when=FIRST_COMPLETED)
+            finished, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
             for future in finished:
                 job = running.pop(future)
                 results[job.name] = future.result()
@@ -327,6 +337,8 @@ def run(jobs: list[Job], executor: str = "local", parallel: int = 1, gpus=None, 
         _stop_all_children()
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         pool.shutdown(wait=True, cancel_futures=True)
         _STOPPING.clear()
     ordered = {j.name: results[j.name] for j in jobs}
