@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,9 +127,9 @@ def measure(label: str, load: int = 0, home: Path | None = None, lessons: list[s
         prepare["wall"] = round(time.perf_counter() - start, 1)  # with the interpreter's start
         record["prepare"] = prepare
         record["lesson_model"] = lesson_model_facts(home / "runs" / "lessons" / "source-only")
-        saved = dict(os.environ)
-        os.environ.update({k: v for k, v in env.items() if k != "OMP_WAIT_POLICY"})
-        os.environ.pop("OMP_WAIT_POLICY", None)
+        saved = dict(os.environ)  # the kernels nbclient starts inherit this process's environment
+        os.environ.clear()
+        os.environ.update(env)
         try:
             record["lessons"] = {}
             stems = lessons or sorted(p.stem for p in STUDENT_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -143,7 +144,6 @@ def measure(label: str, load: int = 0, home: Path | None = None, lessons: list[s
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{label}.json").write_text(json.dumps(record, indent=2) + "\n")
     if not keep:
-        import shutil
         shutil.rmtree(home, ignore_errors=True)
     return record
 
